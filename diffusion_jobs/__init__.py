@@ -1,0 +1,1 @@
+"""The `diffusion-jobs` command: run the service's parts (`up`, `api`, `worker`, `redis`)."""

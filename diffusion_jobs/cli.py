@@ -1,0 +1,90 @@
+"""`diffusion-jobs`: `up` (everything on one machine), `api`, `worker`, `redis`. Heavy imports happen per command,
+so the API's container needs no torch."""
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+
+from service.settings import get_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    if not settings.key_list and not is_loopback(settings.host):
+        sys.stderr.write(
+            f"refusing to listen on {settings.host} with no API_KEYS set; set API_KEYS or HOST=127.0.0.1\n"
+        )
+        return 2
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import run_worker
+
+    return run_worker(args.queue, get_settings(), burst=args.burst)
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    from diffusion_jobs.redis_server import free_port, redis_argv
+
+    settings = get_settings()
+    port = args.port or free_port()
+    sys.stdout.write(f"REDIS_URL=redis://127.0.0.1:{port}/0\n")
+    sys.stdout.flush()
+    argv = redis_argv(settings.var_dir / "redis", port)
+    os.execv(argv[0], argv)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from diffusion_jobs.supervisor import up
+
+    return up(get_settings())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffusion-jobs", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="embedded Redis (unless REDIS_URL), the API and its workers").set_defaults(func=cmd_up)
+    sub.add_parser("api", help="the HTTP API (HOST, PORT)").set_defaults(func=cmd_api)
+    w = sub.add_parser("worker", help="one worker process on one queue")
+    w.add_argument("--queue", default="mnist", choices=["mnist", "deepfloyd", "train"])
+    w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    w.set_defaults(func=cmd_worker)
+    r = sub.add_parser("redis", help="the embedded Redis server alone, in the foreground")
+    r.add_argument("--port", type=int, default=0)
+    r.set_defaults(func=cmd_redis)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level, format=LOG_FORMAT)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

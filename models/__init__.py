@@ -1,0 +1,1 @@
+"""Pure PyTorch numerics for diffusion-jobs: noise schedules, forward processes, filters and image codecs."""

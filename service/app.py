@@ -1,0 +1,135 @@
+"""The FastAPI application: state, background tasks, and the one error envelope of API.md for every failure."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service import errors
+from service.auth import KeyRing
+from service.catalog import builtin_models
+from service.events import JobEvents
+from service.jobs import JobRepo
+from service.limits import BodyLimit
+from service.reaper import run_reaper
+from service.redis_conn import sync_client
+from service.routes import health, jobs, models, uploads
+from service.settings import Settings, get_settings
+from service.store import make_store
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    errors.MalformedRequest: 400,
+    errors.Unauthorized: 401,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.InvalidRequest: 422,
+    errors.Unavailable: 503,
+}
+HTTP_TYPES = {
+    400: "malformed_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def envelope(
+    status: int, type_: str, message: str, details: list[Any] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"type": type_, "message": message, "details": details or []}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ServiceError)
+    status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.Unavailable) else None
+    if isinstance(exc, errors.Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return envelope(status, exc.type, exc.message, exc.details, headers)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    if any(d["type"] in ("json_invalid", "model_attributes_type") and d["loc"][:1] == ["body"] for d in details):
+        return envelope(400, "malformed_request", "The body is not a JSON object; send one.", details)
+    first = details[0]
+    path = ".".join(str(p) for p in first["loc"][1:]) or str(first["loc"][0])
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return envelope(422, "validation_error", f"{path}: {first['msg']}{more}", details)
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    message = "No such route; see /docs." if exc.status_code == 404 else str(exc.detail)
+    return envelope(
+        exc.status_code, HTTP_TYPES.get(exc.status_code, "http_error"), message, headers=getattr(exc, "headers", None)
+    )
+
+
+async def on_redis_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unavailable: %s", exc)
+    return envelope(503, "unavailable", "The job store is unreachable; retry shortly.", headers={"Retry-After": "5"})
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return envelope(500, "internal_error", "An unexpected error occurred; it has been logged.")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    conn = sync_client(settings)
+    known_models = builtin_models(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        queues = sorted({m.queue for m in known_models.values()})
+        tasks = [
+            asyncio.create_task(app.state.events.run()),
+            asyncio.create_task(run_reaper(conn, settings, queues)),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        conn.close()
+
+    app = FastAPI(
+        title="diffusion-jobs",
+        version="1",
+        lifespan=lifespan,
+        description="A REST inference service with a job queue for diffusion models.",
+    )
+    app.state.settings = settings
+    app.state.conn = conn
+    app.state.store = make_store(settings, conn)
+    app.state.repo = JobRepo(conn, settings)
+    app.state.events = JobEvents(settings)
+    app.state.models = known_models
+    app.state.keyring = KeyRing(settings.key_list)
+    for router in (jobs.router, uploads.router, models.router, health.router):
+        app.include_router(router)
+    app.add_exception_handler(errors.ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(redis.ConnectionError, on_redis_error)
+    app.add_exception_handler(redis.TimeoutError, on_redis_error)
+    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,56 @@
+"""Checks that bytes are an accepted image, before anything decodes their pixels."""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    media_type: str
+    width: int
+    height: int
+
+
+def probe_image(data: bytes, max_pixels: int, field: list[str | int] | None = None) -> ImageInfo:
+    """Reads the header only (no pixel decoding), so a decompression bomb is refused cheaply.
+
+    `field` set: the image came inside a JSON body, and errors are 422s on that field; unset: it is an upload.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(MEDIA_TYPES))
+            width, height = img.size
+            fmt = img.format or ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        width, height, fmt = max_pixels + 1, 1, "PNG"
+    except Exception as exc:  # Pillow raises many types for bytes that are not an image
+        msg = "is not a PNG, JPEG or WebP image"
+        if field is not None:
+            raise InvalidRequest.field(field, msg) from exc
+        raise UnsupportedMediaType(f"The body {msg}; send one of those formats.") from exc
+    if width * height > max_pixels:
+        msg = f"has {width}x{height} pixels, more than the limit of {max_pixels}"
+        if field is not None:
+            raise InvalidRequest.field(field, msg)
+        raise PayloadTooLarge(f"The image {msg}.")
+    return ImageInfo(MEDIA_TYPES[fmt], width, height)
+
+
+def verify_pixels(data: bytes, field: list[str | int] | None = None) -> None:
+    """Decodes the pixels once, to refuse a truncated or corrupt file at the door, not in a worker."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Exception as exc:
+        msg = "is truncated or corrupt"
+        if field is not None:
+            raise InvalidRequest.field(field, msg) from exc
+        raise UnsupportedMediaType(f"The image {msg}.") from exc

@@ -1,0 +1,160 @@
+"""Jobs in Redis: create (with idempotency and a bounded queue), fetch as the owner, list, cancel.
+
+A job is an RQ job whose one argument is the validated request (JSON, never pickle) and whose `meta` holds what
+the service adds: the owner, progress, artifacts, result, error, outcome. One record, no second copy to drift.
+"""
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import cast
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
+
+from service import keys
+from service.catalog import ModelSpec
+from service.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from service.job_state import iso, status_and_error
+from service.schemas.jobs import JobBase
+from service.schemas.responses import TERMINAL
+from service.settings import Settings
+
+TASK = "worker.tasks.run_job"
+JOB_TIMEOUT_S = {"noise": 600, "denoise": 1800}
+DEFAULT_TIMEOUT_S = 3600
+SCAN_BATCH = 200
+
+
+def queue_for(conn: redis.Redis, name: str) -> Queue:
+    return Queue(name, connection=conn, serializer=JSONSerializer)
+
+
+def body_digest(body: bytes) -> str:
+    """The same JSON in another key order or spacing is the same body."""
+    return hashlib.sha256(json.dumps(json.loads(body), sort_keys=True).encode()).hexdigest()
+
+
+class JobRepo:
+    def __init__(self, conn: redis.Redis, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+
+    def fetch(self, owner: str, job_id: str) -> RQJob:
+        try:
+            job = RQJob.fetch(job_id, connection=self.conn, serializer=JSONSerializer)
+        except NoSuchJobError:
+            job = None
+        if job is None or job.meta.get("owner") != owner:
+            raise NotFound(f"No job {job_id} of yours exists (finished jobs expire after their time-to-live).")
+        return job
+
+    def create(
+        self, owner: str, req: JobBase, spec: ModelSpec, idempotency_key: str | None, digest: str
+    ) -> tuple[RQJob, bool]:
+        """Returns the job and whether it is new (False: the idempotent replay of an earlier POST)."""
+        job_id = str(uuid.uuid4())
+        if idempotency_key is not None:
+            idem = keys.idempotency(owner, hashlib.sha256(idempotency_key.encode()).hexdigest())
+            record = json.dumps({"digest": digest, "job_id": job_id})
+            if not self.conn.set(idem, record, nx=True, ex=self.settings.artifact_ttl_s):
+                earlier = json.loads(self.conn.get(idem) or record)
+                if earlier["digest"] != digest:
+                    raise Conflict("This Idempotency-Key was used with another body; use a new key for a new job.")
+                try:
+                    return self.fetch(owner, earlier["job_id"]), False
+                except NotFound:
+                    self.conn.set(idem, record, ex=self.settings.artifact_ttl_s)  # its job expired: start anew
+        return self._enqueue(owner, req, spec, job_id), True
+
+    def _enqueue(self, owner: str, req: JobBase, spec: ModelSpec, job_id: str) -> RQJob:
+        queue = queue_for(self.conn, spec.queue)
+        if queue.count >= self.settings.max_queue_depth:
+            raise Unavailable(f"The {spec.queue} queue is full; retry later.", retry_after=10)
+        if req.seed is None:
+            req.seed = secrets.randbits(31)
+        params = req.model_dump(mode="json", exclude_none=True)
+        kind = params["kind"]
+        ttl = self.settings.artifact_ttl_s
+        job = queue.enqueue(
+            TASK,
+            params,
+            job_id=job_id,
+            job_timeout=JOB_TIMEOUT_S.get(kind, DEFAULT_TIMEOUT_S),
+            result_ttl=ttl,
+            failure_ttl=ttl,
+            retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+            meta={"owner": owner, "attempts": 0, "artifacts": []},
+            description=f"{kind} on {params['model']}",
+        )
+        now = time.time()
+        with self.conn.pipeline() as pipe:
+            pipe.zadd(keys.owner_jobs(owner), {job_id: now})
+            pipe.zremrangebyscore(keys.owner_jobs(owner), 0, now - ttl)
+            pipe.execute()
+        return job
+
+    def find(
+        self, owner: str, status: str | None, kind: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[RQJob], str | None]:
+        """Newest first. The cursor is the (score, id) of the last job returned, so new jobs never shift a page."""
+        top, after_id = _decode_cursor(cursor) if cursor else (float("inf"), None)
+        found: list[RQJob] = []
+        while True:
+            rows = self._rows(owner, top, after_id)
+            jobs = RQJob.fetch_many([job_id for _, job_id in rows], self.conn, serializer=JSONSerializer)
+            for (score, job_id), job in zip(rows, jobs, strict=True):
+                top, after_id = score, job_id
+                if job is not None and _matches(job, status, kind):
+                    found.append(job)
+                    if len(found) == limit:
+                        return found, _encode_cursor(score, job_id)
+            if len(rows) < SCAN_BATCH:
+                return found, None
+
+    def _rows(self, owner: str, top: float, after_id: str | None) -> list[tuple[float, str]]:
+        """Up to SCAN_BATCH (score, id) below the cursor; members of equal score come in descending id order."""
+        raw = self.conn.zrevrangebyscore(keys.owner_jobs(owner), top, "-inf", 0, SCAN_BATCH, withscores=True)
+        raw_rows = cast(list[tuple[bytes, float]], raw)
+        rows = [(float(score), member.decode()) for member, score in raw_rows]
+        return [(s, m) for s, m in rows if after_id is None or s < top or m < after_id]
+
+    def cancel(self, owner: str, job_id: str) -> RQJob:
+        """Idempotent. The flag first: a worker that dequeued the job a moment ago sees it before it starts."""
+        job = self.fetch(owner, job_id)
+        status, _ = status_and_error(job)
+        if status in TERMINAL:
+            return job
+        self.conn.set(keys.cancel_flag(job_id), 1, ex=self.settings.artifact_ttl_s)
+        if status == "queued":
+            job.cancel()
+            job.meta["finished_at"] = iso(datetime.now(UTC))
+            job.save_meta()
+        self.conn.publish(keys.EVENTS_CHANNEL, job_id)
+        return self.fetch(owner, job_id)
+
+
+def _matches(job: RQJob, status: str | None, kind: str | None) -> bool:
+    return (kind is None or job.args[0]["kind"] == kind) and (status is None or status_and_error(job)[0] == status)
+
+
+def _encode_cursor(score: float, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score!r}|{job_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        score, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return float(score), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(
+            "cursor: not a cursor this server gave",
+            [{"loc": ["query", "cursor"], "msg": "not a valid cursor"}],
+        ) from exc

@@ -1,0 +1,1 @@
+"""HTTP routes: thin, each a call into the service's modules."""

@@ -1,0 +1,24 @@
+"""Liveness and readiness probes."""
+
+from fastapi import APIRouter
+from rq import Worker
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import Conn
+from service.errors import Unavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(conn: Conn) -> dict[str, object]:
+    await run_in_threadpool(conn.ping)
+    workers = await run_in_threadpool(Worker.count, conn)
+    if workers == 0:
+        raise Unavailable("No worker is alive; start one with `diffusion-jobs worker`.", retry_after=5)
+    return {"status": "ready", "workers": workers}

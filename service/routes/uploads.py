@@ -1,0 +1,44 @@
+"""Uploads: an image as the raw body (with its Content-Type) or as the multipart field `file`."""
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service.deps import Conn, Owner, SettingsDep, Store
+from service.errors import InvalidRequest, MalformedRequest
+from service.schemas.responses import Upload
+from service.uploads import save_upload
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Upload,
+    openapi_extra={
+        "requestBody": {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "multipart/form-data": {}}}
+    },
+)
+async def upload(
+    request: Request, response: Response, owner: Owner, conn: Conn, store: Store, settings: SettingsDep
+) -> Upload:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared: str | None = content_type
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as exc:
+            raise MalformedRequest("The multipart body could not be parsed.") from exc
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise InvalidRequest.field(["file"], "a multipart upload needs the file in the field `file`")
+        data = await file.read()
+        declared = None  # a browser's guess from the file name; the bytes decide
+    else:
+        data = await request.body()
+    if not data:
+        raise InvalidRequest.field(["file"], "the body is empty; send the image's bytes")
+    saved = await run_in_threadpool(save_upload, conn, store, settings, owner, data, declared)
+    response.headers["Location"] = f"/v1/uploads/{saved.id}"
+    return saved

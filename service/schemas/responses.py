@@ -1,0 +1,85 @@
+"""Response bodies of API.md: Job, its parts, lists, uploads, models and the error envelope."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+
+
+class Progress(BaseModel):
+    stage: str
+    step: int
+    total: int
+    fraction: float
+
+
+class Artifact(BaseModel):
+    name: str
+    media_type: str
+    bytes: int
+    url: str
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    kind: str
+    status: Status
+    model: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    queue_position: int | None
+    progress: Progress | None
+    params: dict[str, Any]
+    artifacts: list[Artifact]
+    result: dict[str, Any] | None
+    error: JobError | None
+    attempts: int
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class Upload(BaseModel):
+    id: str
+    media_type: str
+    width: int
+    height: int
+    bytes: int
+
+
+class Model(BaseModel):
+    id: str
+    description: str
+    queue: str
+    image_size: int
+    channels: int
+    value_range: list[float]
+    schedule: dict[str, Any]
+    capabilities: list[str]
+    available: bool
+    reason: str | None
+    shipped: bool
+
+
+class ModelList(BaseModel):
+    models: list[Model]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    details: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,58 @@
+"""Every setting of the service and its workers, read from the environment (API.md, "Configuration")."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    # Where state lives.
+    redis_url: str | None = None  # unset: `up` starts the embedded Redis and sets this for its children
+    var_dir: Path = Path("var")  # embedded Redis data, logs, the filesystem artifact backend by default
+    data_dir: Path = Path("var/data")  # datasets: mnist/, fashion-mnist/, image folders
+    models_dir: Path = Path("var/models")  # local copies of trained models
+    deepfloyd_stage1: str | None = None
+    deepfloyd_stage2: str | None = None
+
+    # The HTTP server.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: str | None = None  # comma-separated; unset: no auth, loopback only
+
+    # Artifacts and uploads.
+    artifact_backend: Literal["redis", "filesystem"] = "redis"
+    artifact_dir: Path | None = None  # filesystem backend root; default var_dir / "artifacts"
+    artifact_ttl_s: int = 24 * 3600  # artifacts, uploads and finished jobs live this long
+
+    # Limits (API.md: 413, 415, 422, 503).
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_queue_depth: int = 10_000
+    max_wait_s: float = 60.0  # `Prefer: wait` and `?wait=`
+    max_list_limit: int = 100
+
+    # Workers.
+    job_retries: int = 2  # attempts after the first, for causes that may pass (worker lost, CUDA OOM)
+    heartbeat_ttl_s: int = 30  # a running job whose worker is silent this long is abandoned
+    reaper_interval_s: float = 5.0  # how often abandoned jobs are looked for
+    progress_interval_s: float = 0.25  # the fastest a job's progress is written to Redis
+    redis_timeout_s: float = 3.0  # connect and socket timeout; past it the API answers 503
+    log_level: str = Field(default="INFO")
+
+    @property
+    def key_list(self) -> list[str]:
+        return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.artifact_dir or self.var_dir / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,153 @@
+"""Real processes for tests: the API and workers as subprocesses on a real Redis, and small image helpers."""
+
+import base64
+import io
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+from PIL import Image
+
+from diffusion_jobs.redis_server import free_port
+
+TEST_KEYS = [f"test-key-{i}" for i in range(500)]
+TEST_ENV = {
+    "API_KEYS": ",".join(TEST_KEYS),
+    "HEARTBEAT_TTL_S": "6",  # a killed worker's job is found within seconds, not half a minute
+    "REAPER_INTERVAL_S": "1",
+    "PROGRESS_INTERVAL_S": "0.05",
+    "MAX_BODY_BYTES": str(4 * 1024 * 1024),
+    "LOG_LEVEL": "INFO",
+}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "diffusion_jobs.cli", *args]
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Stack:
+    """The API (always) and workers (as many as the test starts), on one Redis."""
+
+    env: dict[str, str]
+    log_dir: Path
+    url: str = ""
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
+        return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_api(self) -> None:
+        port = free_port()
+        self.env["PORT"] = str(port)
+        self.url = f"http://127.0.0.1:{port}"
+        self.api = self._spawn("api", cli("api"))
+        wait_until(lambda: _answers(self.url + "/healthz"), 20, "the API to start")
+
+    def start_worker(self, queue: str = "mnist", *args: str) -> subprocess.Popen[bytes]:
+        proc = self._spawn(f"worker-{len(self.workers)}", cli("worker", "--queue", queue, *args))
+        self.workers.append(proc)
+        return proc
+
+    def wait_worker_ready(self) -> None:
+        wait_until(lambda: httpx.get(self.url + "/readyz").status_code == 200, 30, "a worker to register")
+
+    def stop_all(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            stop(proc)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+_databases = itertools.count(1)
+
+
+def fresh_database(redis_url: str) -> str:
+    """The same server, a database of the stack's own (emptied first), so stacks never share queues."""
+    url = f"{redis_url.rsplit('/', 1)[0]}/{next(_databases) % 16}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@contextmanager
+def running_stack(redis_url: str, tmp: Path, workers: int = 1, fresh: bool = True, **env: str) -> Iterator[Stack]:
+    """The API and `workers` workers, on a database of their own unless `fresh` is False."""
+    url = fresh_database(redis_url) if fresh else redis_url
+    stack = Stack({**os.environ, **TEST_ENV, "REDIS_URL": url, "VAR_DIR": str(tmp), **env}, tmp)
+    try:
+        stack.start_api()
+        for _ in range(workers):
+            stack.start_worker()
+        if workers:
+            stack.wait_worker_ready()
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def client_for(stack: Stack, key: str) -> httpx.Client:
+    return httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key}"}, timeout=90)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W) or (H, W, 3) to PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def decode(data: bytes) -> np.ndarray:
+    """PNG bytes to float pixels in [0, 1]."""
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) / 255
+
+
+def submit(client: httpx.Client, body: dict[str, Any], wait: int = 30, **headers: str) -> httpx.Response:
+    return client.post("/v1/jobs", json=body, headers={"Prefer": f"wait={wait}", **headers})
+
+
+def artifact(client: httpx.Client, job: dict[str, Any], name: str) -> bytes:
+    response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+    assert response.status_code == 200, response.text
+    return response.content

@@ -1,0 +1,8 @@
+"""The GPU workers: RQ worker processes that turn validated jobs into calls of `models/`.
+
+Errors a job can end with (module `worker.errors`):
+
+    WorkerError
+    ├── JobCanceled     the caller canceled; the job stops at its next step and keeps what it made
+    └── InputError      the input cannot be used; the job fails at once, without a retry
+"""

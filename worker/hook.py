@@ -1,0 +1,52 @@
+"""The step hook of DESIGN.md: progress, heartbeat and cancel, called once per sampling step or training batch.
+
+Cheap enough for every step: one EXISTS for the cancel flag; progress is written at most every
+`progress_interval_s` (and at the last step), the heartbeat at a third of its time-to-live.
+"""
+
+import time
+from typing import Any
+
+import redis
+from rq.job import Job as RQJob
+
+from service import keys
+from service.settings import Settings
+from worker import context
+from worker.errors import JobCanceled
+
+
+class StepHook:
+    def __init__(self, job: RQJob, conn: redis.Redis, settings: Settings) -> None:
+        self.job = job
+        self.conn = conn
+        self.progress_every = settings.progress_interval_s
+        self.heartbeat_every = settings.heartbeat_ttl_s / 3
+        self._last_progress = 0.0
+        self._last_heartbeat = time.monotonic()
+
+    def check_cancel(self) -> None:
+        if self.conn.exists(keys.cancel_flag(self.job.id)):
+            raise JobCanceled
+
+    def save_meta(self, **fields: Any) -> None:
+        """Writes fields of the job's meta and tells waiting requests that the job changed."""
+        self.job.meta.update(fields)
+        self.job.save_meta()
+        self.conn.publish(keys.EVENTS_CHANNEL, self.job.id)
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        self.check_cancel()
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.heartbeat_every:
+            context.heartbeat.get()()
+            self._last_heartbeat = now
+        if step >= total or now - self._last_progress >= self.progress_every:
+            progress = {
+                "stage": stage,
+                "step": step,
+                "total": total,
+                "fraction": round(step / max(total, 1), 4),
+            }
+            self.save_meta(progress=progress)
+            self._last_progress = now

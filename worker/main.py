@@ -1,0 +1,77 @@
+"""The worker process: one RQ `SimpleWorker` (no fork per job, so CUDA and loaded models survive) on one queue.
+
+Handled on purpose (DESIGN.md, "Known RQ traps"): the heartbeat is refreshed from the step hook, with a short
+time-to-live, so a dead worker's job is found within a minute and a live one's never; Redis going away makes the
+process reconnect with backoff instead of exiting.
+"""
+
+import importlib
+import logging
+import time
+from typing import Any
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
+
+from service.redis_conn import sync_client
+from service.settings import Settings
+from worker import context
+
+log = logging.getLogger(__name__)
+WORKER_TTL_S = 60  # the worker's own key; also bounds how long a blocking dequeue may wait on a frozen Redis
+
+
+class DiffusionWorker(SimpleWorker):
+    heartbeat_ttl_s = 30
+
+    def get_heartbeat_ttl(self, job: RQJob, working_time: float = 0.0) -> int:
+        return self.heartbeat_ttl_s
+
+    def execute_job(self, job: RQJob, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        token = context.heartbeat.set(lambda: self.maintain_heartbeats(job, execution))
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            context.heartbeat.reset(token)
+        self.set_state(WorkerStatus.IDLE)
+
+
+def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs: Any) -> DiffusionWorker:
+    queue = Queue(queue_name, connection=conn, serializer=JSONSerializer)
+    worker = DiffusionWorker(
+        [queue], connection=conn, serializer=JSONSerializer, worker_ttl=WORKER_TTL_S, maintenance_interval=30, **kwargs
+    )
+    worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
+    return worker
+
+
+def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
+    """Serves `queue_name` until stopped (or, with `burst`, until the queue is empty)."""
+    importlib.import_module("worker.tasks")  # torch and the models load now, not in the first job
+
+    backoff = 1.0
+    worker: DiffusionWorker | None = None
+    while not stop_requested(worker):
+        conn = sync_client(settings)
+        try:
+            conn.ping()
+            worker = make_worker(conn, queue_name, settings)
+            backoff = 1.0
+            worker.work(burst=burst, logging_level=settings.log_level)
+            if burst:
+                return 0
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("redis unreachable (%s); reconnecting in %.0f s", exc, backoff)
+        if not stop_requested(worker):
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+    return 0
+
+
+def stop_requested(worker: DiffusionWorker | None) -> bool:
+    """SIGINT or SIGTERM reached the worker (RQ records the date; `_stop_requested` is set only when busy)."""
+    return worker is not None and worker._shutdown_requested_date is not None

@@ -1,0 +1,61 @@
+"""The job function RQ runs (`worker.tasks.run_job`): re-validate, run the kind, record how it ended.
+
+Ends a job itself (no retry) when the caller canceled it or its input cannot be used; re-raises anything else, so
+RQ retries it a bounded number of times (a cause that may pass: a lost worker, CUDA out of memory).
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from rq import get_current_job
+
+from service.job_state import iso
+from service.schemas.jobs import parse_job
+from service.settings import get_settings
+from service.store import make_store
+from worker.errors import InputError, JobCanceled
+from worker.hook import StepHook
+from worker.kinds import JobContext, run_kind
+from worker.model_cache import get_cache
+from worker.outputs import Outputs
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str | None:
+    return iso(datetime.now(UTC))
+
+
+def run_job(params: dict[str, Any]) -> None:
+    job = get_current_job()
+    assert job is not None, "run_job runs inside an RQ worker"
+    settings = get_settings()
+    hook = StepHook(job, job.connection, settings)
+    attempt = int(job.meta.get("attempts", 0)) + 1
+    hook.save_meta(attempts=attempt, started_at=_now(), progress=None, error=None)
+    log.info("job=%s attempt=%d %s on %s", job.id, attempt, params.get("kind"), params.get("model"))
+    try:
+        hook.check_cancel()
+        req = parse_job(params)
+        cache = get_cache()
+        spec = cache.spec(req.model)
+        store = make_store(settings, job.connection)
+        ctx = JobContext(spec, cache, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
+        result = run_kind(req, ctx)
+    except JobCanceled:
+        log.info("job=%s canceled", job.id)
+        hook.save_meta(outcome="canceled", finished_at=_now())
+        return
+    except (InputError, ValidationError) as exc:
+        log.info("job=%s failed on its input: %s", job.id, exc)
+        error = {"type": "invalid_input", "message": str(exc).splitlines()[0]}
+        hook.save_meta(outcome="failed", error=error, finished_at=_now())
+        return
+    except Exception as exc:
+        log.exception("job=%s attempt=%d raised", job.id, attempt)
+        hook.save_meta(error={"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:300]})
+        raise
+    hook.save_meta(outcome="succeeded", result=result, finished_at=_now())
+    log.info("job=%s succeeded", job.id)
