@@ -1,6 +1,6 @@
 """Queue benchmark: the embedded stack's latency against the same work in-process, and its submit rate.
 
-    .venv/bin/python bench/queue.py [--jobs 200] [--clients 50] [--burst 2000] [--json PATH]
+    .venv/bin/python bench/queue.py [--jobs 200] [--clients 50] [--burst 2000] [--json PATH] [--keep-var]
 
 Starts `diffusion-jobs up` (embedded Redis, the API, one worker) in a temporary VAR_DIR on a free port, and stops it
 at the end whatever happens. Phases:
@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -64,7 +65,8 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 TARGET_OVERHEAD_P50_MS = 15.0
 TARGET_OVERHEAD_P99_MS = 60.0
 TARGET_SUBMIT_RATE = 500.0
-SERVER_LOG_MARKERS = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
+SERVER_LOG_LEVELS = (" WARNING ", " ERROR ", " CRITICAL ")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")  # a traceback's last line
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -223,11 +225,11 @@ def log_tail(stack: Stack, lines: int = 30) -> str:
 
 
 def server_problems(stack: Stack) -> list[str]:
-    """Warning, error and traceback lines of the stack's log."""
+    """The stack log's warnings and errors, and the exception line that ends each traceback."""
     if not stack.log_path.exists():
         return []
     lines = stack.log_path.read_text(errors="replace").splitlines()
-    return [line for line in lines if any(marker in line for marker in SERVER_LOG_MARKERS)]
+    return [line for line in lines if any(level in line for level in SERVER_LOG_LEVELS) or EXCEPTION_LINE.match(line)]
 
 
 @contextlib.contextmanager
@@ -260,6 +262,7 @@ class LatencyResult:
     service_ms: list[float] = field(default_factory=list)
     queue_wait_ms: list[float] = field(default_factory=list)  # started_at - created_at, from the job
     run_ms: list[float] = field(default_factory=list)  # finished_at - started_at, from the job
+    edge_ms: list[float] = field(default_factory=list)  # client time - (finished_at - created_at): HTTP, admission...
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -292,6 +295,7 @@ def service_latency(stack: Stack, jobs: int) -> LatencyResult:
             if created is not None and started is not None and finished is not None:
                 result.queue_wait_ms.append((started - created) * 1000)
                 result.run_ms.append((finished - started) * 1000)
+                result.edge_ms.append(elapsed_ms - (finished - created) * 1000)
             progress.update(seed + 1)
     progress.close()
     return result
@@ -347,33 +351,66 @@ class DrainResult:
     worker_jobs_per_s: float = math.nan  # succeeded / (last finished_at - first started_at)
 
 
-async def submit_client(
-    client: httpx.AsyncClient, seeds: Iterator[int], result: SubmitResult, progress: Progress
-) -> None:
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that speaks just enough to POST JSON and read the answer.
+
+    The load generator must cost the shared cores far less than the service it measures: 50 httpx clients took
+    ~0.55 of this machine's 2 cores at ~330/s, which the API then could not have.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, base_url: str) -> "RawConnection":
+        host, port = base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, host)
+
+    async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def submit_client(conn: RawConnection, seeds: Iterator[int], result: SubmitResult, progress: Progress) -> None:
     for seed in seeds:  # shared by every client: each takes the next job until none is left
         started = time.perf_counter()
         try:
-            response = await client.post("/v1/jobs", json={**JOB_BODY, "seed": seed})
-        except httpx.HTTPError as exc:
+            status, body = await conn.post_json("/v1/jobs", json.dumps({**JOB_BODY, "seed": seed}).encode())
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             result.refused[type(exc).__name__] += 1
-            continue
-        if response.status_code == 202:
+            return
+        if status == 202:
             result.post_ms.append((time.perf_counter() - started) * 1000)
-            result.accepted_ids.append(response.json()["id"])
+            result.accepted_ids.append(json.loads(body)["id"])
         else:
-            result.refused[str(response.status_code)] += 1
+            result.refused[str(status)] += 1
         progress.update(len(result.accepted_ids) + result.refused.total())
 
 
 async def submit_burst(base_url: str, clients: int, burst: int) -> SubmitResult:
+    """`clients` connections, opened before the clock starts, each POSTing the next job until none is left."""
     result = SubmitResult()
     seeds = iter(range(burst))
+    pool = [await RawConnection.open(base_url) for _ in range(clients)]
     progress = Progress("submit", burst)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(submit_client(client, seeds, result, progress) for _ in range(clients)))
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(submit_client(conn, seeds, result, progress) for conn in pool))
+    finally:
         result.wall_s = time.perf_counter() - started
+        for conn in pool:
+            conn.close()
     progress.close()
     return result
 
@@ -423,10 +460,12 @@ async def drain(base_url: str, accepted_ids: list[str], timeout_s: float = DRAIN
             with contextlib.suppress(httpx.HTTPError):
                 await client.get(f"/v1/jobs/{newest}", params={"wait": f"{wait:.1f}"})
         for job_id in pending - seen:  # never listed: ask for each one before calling it lost
-            if (await client.get(f"/v1/jobs/{job_id}")).status_code == 404:
-                result.not_found += 1
-            else:
-                result.not_terminal += 1
+            try:
+                missing = (await client.get(f"/v1/jobs/{job_id}")).status_code == 404
+            except httpx.HTTPError:
+                missing = False
+            result.not_found += missing
+            result.not_terminal += not missing
         result.not_terminal += len(pending & seen)
     progress.close()
     result.wall_s = time.monotonic() - started
@@ -458,7 +497,12 @@ class Row:
     met: bool | None = None  # None: no target
 
 
+def load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
 def machine_info() -> dict[str, str]:
+    """Taken at the start; `load_average_end` is added at the end (other work on the machine skews the figures)."""
     import torch
 
     return {
@@ -468,6 +512,7 @@ def machine_info() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "load_average_start": load_average(),
     }
 
 
@@ -495,6 +540,7 @@ def latency_rows(service: LatencyResult, inproc_ms: list[float]) -> list[Row]:
         ),
         Row("  job queue wait p50 (started - created)", percentile(service.queue_wait_ms, 50), "ms"),
         Row("  job run p50 (finished - started)", percentile(service.run_ms, 50), "ms"),
+        Row("  rest p50 (HTTP, admission, enqueue, notify)", percentile(service.edge_ms, 50), "ms"),
         Row("latency: jobs not succeeded", float(service.errors.total()), "jobs"),
     ]
 
@@ -545,6 +591,8 @@ def render(rows: list[Row], machine: dict[str, str], args: argparse.Namespace) -
         f"diffusion-jobs queue benchmark, {machine['date']}",
         f"machine: nproc {machine['nproc']} (usable {machine['cpus_usable']}), Python {machine['python']}, "
         f"torch {machine['torch']}, {machine['platform']}",
+        f"load average (1/5/15 min): {machine['load_average_start']} at the start, {machine['load_average_end']} at "
+        "the end",
         f"run: --jobs {args.jobs} --clients {args.clients} --burst {args.burst}",
         "",
         f"{'figure':<{width}}  {'value':>12}  {'target':<8}  status",
@@ -575,8 +623,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit like Ctrl-C raises KeyboardInterrupt, so the stack is stopped on the way out."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
+    machine = machine_info()
     with running_stack(args.keep_var) as stack:
         warm_up(stack)
         note(f"warmed up with {WARMUP_JOBS} jobs")
@@ -589,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         drained = asyncio.run(drain(stack.base_url, submit.accepted_ids))
     problems = server_problems(stack)  # the whole log, now that the stack has stopped
     rows = latency_rows(service, inproc_ms) + submit_rows(submit, drained) + cpu_rows("submit", meter)
-    machine = machine_info()
+    machine["load_average_end"] = load_average()
     print(render(rows, machine, args))
     if service.errors or submit.refused:
         print(f"\nlatency errors: {dict(service.errors)}; submit refusals: {dict(submit.refused)}")

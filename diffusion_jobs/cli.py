@@ -35,6 +35,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.api_workers,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

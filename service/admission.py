@@ -18,7 +18,17 @@ from service.errors import InvalidRequest
 from service.images import probe_image, verify_pixels
 from service.job_state import artifact_key, status_and_error
 from service.schemas.images import ImageInput
-from service.schemas.jobs import DenoiseJob, JobBase, NoiseJob
+from service.schemas.jobs import (
+    AnagramJob,
+    Conditioned,
+    DenoiseJob,
+    HybridJob,
+    Img2ImgJob,
+    InpaintJob,
+    JobBase,
+    NoiseJob,
+    Schedule,
+)
 
 
 def check_model(models: dict[str, ModelSpec], req: JobBase) -> ModelSpec:
@@ -81,9 +91,94 @@ def check_artifact_ref(conn: redis.Redis, owner: str, job_id: str, name: str, lo
         raise InvalidRequest.field([*loc, "artifact"], f"job {job_id} ({status}) has no artifact {name!r}")
 
 
+def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
+    """The model's defaults, written into the request so that `params` shows what runs."""
+    if isinstance(req, Conditioned | AnagramJob | HybridJob) and req.guidance_scale is None:
+        req.guidance_scale = spec.defaults.get("guidance_scale")
+    if isinstance(req, Schedule) and req.steps is None and req.stride is None:
+        req.steps, req.stride = spec.defaults.get("steps"), spec.defaults.get("stride")
+    if isinstance(req, DenoiseJob) and req.method == "iterative" and req.i_start is None:
+        req.i_start = 10  # the course's start
+    if isinstance(req, DenoiseJob) and req.method == "one_step" and not spec.classes and req.sigma is None:
+        req.sigma = spec.defaults.get("sigma")
+
+
+def check_classes(spec: ModelSpec, req: JobBase) -> None:
+    """Prompts of the in-house models are their class names."""
+    prompts: list[tuple[list[str | int], str]] = []
+    if isinstance(req, Conditioned):
+        if req.prompt is not None:
+            prompts.append((["prompt"], req.prompt))
+        if req.class_label is not None and req.class_label >= len(spec.classes):
+            raise InvalidRequest.field(["class_label"], f"must be below {len(spec.classes)}, {spec.id}'s classes")
+    if isinstance(req, AnagramJob | HybridJob):
+        prompts += [(["prompts", i], p) for i, p in enumerate(req.prompts)]
+    for loc, prompt in prompts:
+        if prompt not in spec.classes:
+            raise InvalidRequest.field(loc, f"{spec.id} knows the prompts {', '.join(spec.classes)}")
+
+
+def check_times(spec: ModelSpec, req: JobBase) -> None:
+    """Flow runs take `steps`; every `i_start` lies inside the run it indexes."""
+    if isinstance(req, Schedule | DenoiseJob) and req.stride is not None and spec.is_flow:
+        raise InvalidRequest.field(["stride"], f"{spec.id} is a flow-matching model; give `steps`")
+    starts: list[tuple[list[str | int], int]] = []
+    if isinstance(req, Img2ImgJob):
+        starts = [
+            (["i_start", i] if isinstance(req.i_start, list) else ["i_start"], v) for i, v in enumerate(req.starts)
+        ]
+    elif isinstance(req, DenoiseJob) and req.i_start is not None:
+        starts = [(["i_start"], req.i_start)]
+    steps = req.steps if isinstance(req, Schedule) else None
+    count = spec.num_times(steps, req.stride if isinstance(req, Schedule | DenoiseJob) else None)
+    for loc, i_start in starts:
+        if i_start >= count - 1:
+            raise InvalidRequest.field(loc, f"must be below {count - 1}, the number of steps of this run")
+
+
+def check_denoise(spec: ModelSpec, req: DenoiseJob) -> None:
+    if req.method == "one_step" and not spec.classes and req.timestep is not None:
+        raise InvalidRequest.field(["timestep"], f"{spec.id} denoises z = x + sigma eps; give `sigma`")
+    if req.method in ("one_step", "iterative") and spec.classes and req.sigma is not None:
+        raise InvalidRequest.field(["sigma"], f"{spec.id} is a diffusion model; give `timestep` or `i_start`")
+    if req.method == "one_step" and spec.classes and req.timestep is None and req.i_start is None:
+        raise InvalidRequest.field(
+            ["timestep"], "one-step denoising on a diffusion model needs `timestep` or `i_start`"
+        )
+    if req.method == "iterative" and req.timestep is not None:
+        raise InvalidRequest.field(["timestep"], "iterative denoising starts at `i_start` of the run's times")
+
+
+def image_size(conn: redis.Redis, image: ImageInput, max_pixels: int) -> tuple[int, int] | None:
+    """(width, height) where it is known without fetching the image."""
+    if image.upload_id is not None:
+        width, height = conn.hmget(keys.upload(image.upload_id), ["width", "height"])
+        return (int(width), int(height)) if width and height else None
+    if image.base64 is not None:
+        info = probe_image(base64.b64decode(image.base64), max_pixels)
+        return info.width, info.height
+    if image.dataset is not None:
+        side = DATASETS[image.dataset].image_size
+        return side, side
+    return None
+
+
+def check_mask(conn: redis.Redis, req: InpaintJob, max_pixels: int) -> None:
+    image, mask = image_size(conn, req.image, max_pixels), image_size(conn, req.mask, max_pixels)
+    if image and mask and image != mask:
+        raise InvalidRequest.field(["mask"], f"is {mask[0]}x{mask[1]} but the image is {image[0]}x{image[1]}")
+
+
 def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase, max_pixels: int) -> ModelSpec:
     spec = check_model(models, req)
+    fill_defaults(spec, req)
     check_schedule(spec, req)
+    check_classes(spec, req)
+    check_times(spec, req)
+    if isinstance(req, DenoiseJob):
+        check_denoise(spec, req)
     for name, image in req.image_inputs().items():
         check_image(conn, owner, image, [name], max_pixels)
+    if isinstance(req, InpaintJob):
+        check_mask(conn, req, max_pixels)
     return spec

@@ -1,15 +1,32 @@
 """The models and datasets this deployment knows, described without loading anything (the API never imports torch).
 
-A model names its queue (the pool of workers that runs it), its noise schedule, and the capabilities it can run now:
-`kind` or `kind.method` strings. Kinds that need no network (the forward process, blur) run on every listed model.
+A model names its queue (the pool of workers that runs it), its noise process, its classes (the prompts of the
+in-house models), its defaults, and the capabilities it can run now: `kind` or `kind.method` strings. Kinds that need
+no network run on every listed model; the rest once its checkpoint is on disk.
 """
 
+import importlib.util
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
 
 NETWORK_FREE = frozenset({"noise", "denoise.blur"})
+DIFFUSION = NETWORK_FREE | {
+    "denoise.one_step",
+    "denoise.iterative",
+    "sample",
+    "img2img",
+    "inpaint",
+    "anagram",
+    "hybrid",
+}
+DENOISER = NETWORK_FREE | {"denoise.one_step"}
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+MNIST_DDPM = {"type": "ddpm", "num_timesteps": 300, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+FLOW = {"type": "flow", "steps": 50}
 
 
 @dataclass(frozen=True)
@@ -23,12 +40,28 @@ class ModelSpec:
     schedule: dict[str, Any]  # the noise process: DDPM with its betas, or flow matching
     capabilities: frozenset[str] = NETWORK_FREE
     reason: str | None = None  # why the network kinds cannot run now; None when they can
+    classes: tuple[str, ...] = ()  # class names, the prompts of a class-conditioned model
+    defaults: dict[str, Any] = field(default_factory=dict)  # guidance_scale, stride or steps
+    checkpoint: Path | None = None
     shipped: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # training data, size, measured quality
 
     @property
     def available(self) -> bool:
         return self.reason is None
+
+    @property
+    def is_flow(self) -> bool:
+        return bool(self.schedule["type"] == "flow")
+
+    def num_times(self, steps: int | None, stride: int | None) -> int:
+        """How many times a run visits (the clean end included), as `models.processes` counts them."""
+        if self.is_flow:
+            return (steps or self.defaults.get("steps", 50)) + 1
+        last = int(self.schedule["num_timesteps"]) - 1
+        if steps is not None:
+            return min(steps, last + 1) + 1
+        return last // (stride or self.defaults.get("stride", 1)) + 2
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,41 +75,102 @@ class ModelSpec:
             "capabilities": sorted(self.capabilities),
             "available": self.available,
             "reason": self.reason,
+            "classes": list(self.classes),
+            "defaults": self.defaults,
             "shipped": self.shipped,
-            **self.extra,
+            **self.info,
         }
 
 
-MNIST_DDPM_SCHEDULE = {
-    "type": "ddpm",
-    "num_timesteps": 300,
-    "beta_schedule": "linear",
-    "beta_start": 1e-4,
-    "beta_end": 0.02,
-}
-NO_WEIGHTS = "its weights are not shipped yet; only kinds that need no network run: noise, denoise with blur"
+def checkpoints_dir(settings: Settings) -> Path:
+    """`CHECKPOINTS_DIR`, or `models/checkpoints` found without importing the (torch-using) package."""
+    if settings.checkpoints_dir is not None:
+        return settings.checkpoints_dir
+    spec = importlib.util.find_spec("models")
+    assert spec is not None and spec.submodule_search_locations, "the models package is part of this project"
+    return Path(spec.submodule_search_locations[0]) / "checkpoints"
 
 
-def _mnist(model_id: str, description: str, schedule: dict[str, Any]) -> ModelSpec:
-    return ModelSpec(model_id, description, "mnist", 28, 1, (0.0, 1.0), schedule, reason=NO_WEIGHTS)
+def _read_info(folder: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    for name in ("training", "quality"):
+        path = folder / f"{name}.json"
+        if path.exists():
+            info[name] = json.loads(path.read_text())
+    weights = sorted(folder.glob("*.safetensors"))
+    if weights:
+        info["size_bytes"] = sum(w.stat().st_size for w in weights)
+    return info
+
+
+def _mnist(
+    root: Path,
+    model_id: str,
+    description: str,
+    schedule: dict[str, Any],
+    capabilities: frozenset[str],
+    classes: tuple[str, ...],
+    defaults: dict[str, Any],
+) -> ModelSpec:
+    folder = root / model_id
+    if not (folder / "config.json").exists():
+        return ModelSpec(
+            model_id,
+            description,
+            "mnist",
+            28,
+            1,
+            (0.0, 1.0),
+            schedule,
+            classes=classes,
+            defaults=defaults,
+            reason=f"its checkpoint is missing from {folder}",
+        )
+    return ModelSpec(
+        model_id,
+        description,
+        "mnist",
+        28,
+        1,
+        (0.0, 1.0),
+        schedule,
+        capabilities,
+        classes=classes,
+        defaults=defaults,
+        checkpoint=folder,
+        info=_read_info(folder),
+    )
 
 
 def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
+    root = checkpoints_dir(settings)
     models = [
         _mnist(
+            root,
             "mnist-denoiser",
             "single-step denoising UNet trained at sigma 0.5 (CS180 part B 1)",
-            MNIST_DDPM_SCHEDULE,
+            MNIST_DDPM,
+            DENOISER,
+            (),
+            {"sigma": 0.5},
         ),
         _mnist(
+            root,
             "mnist-ddpm",
             "time- and class-conditioned UNet, DDPM with T = 300 (CS180 part B 2)",
-            MNIST_DDPM_SCHEDULE,
+            MNIST_DDPM,
+            DIFFUSION,
+            MNIST_CLASSES,
+            {"guidance_scale": 5.0, "stride": 1},
         ),
         _mnist(
+            root,
             "mnist-flow",
             "time- and class-conditioned UNet, flow matching (CS180 part B 2, newer version)",
-            {"type": "flow", "steps": 50},
+            FLOW,
+            DIFFUSION,
+            MNIST_CLASSES,
+            {"guidance_scale": 5.0, "steps": 50},
         ),
     ]
     return {m.id: m for m in models}

@@ -54,8 +54,11 @@ def to_view(job: RQJob) -> Job:
     meta: dict[str, Any] = job.meta
     params: dict[str, Any] = job.args[0]
     progress = meta.get("progress")
-    index = job.get_position() if status == "queued" else None
-    position = None if index is None else index + 1  # 1: the next job its queue will run
+    position = None  # 1: the next job its queue will run; None: not in its queue (e.g. a retry on its way)
+    if status == "queued":
+        hint = meta.pop("position_hint", None)
+        index = job.get_position() if hint is None else hint - 1
+        position = None if index is None else index + 1
     finished = meta.get("finished_at") or (iso(job.ended_at) if status in ("succeeded", "failed") else None)
     return Job(
         id=job.id,

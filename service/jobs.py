@@ -46,6 +46,13 @@ class JobRepo:
     def __init__(self, conn: redis.Redis, settings: Settings) -> None:
         self.conn = conn
         self.settings = settings
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, name: str) -> Queue:
+        """One Queue object per name (it caches the server's version, which RQ would otherwise ask per job)."""
+        if name not in self._queues:
+            self._queues[name] = queue_for(self.conn, name)
+        return self._queues[name]
 
     def fetch(self, owner: str, job_id: str) -> RQJob:
         try:
@@ -75,30 +82,33 @@ class JobRepo:
         return self._enqueue(owner, req, spec, job_id), True
 
     def _enqueue(self, owner: str, req: JobBase, spec: ModelSpec, job_id: str) -> RQJob:
-        queue = queue_for(self.conn, spec.queue)
-        if queue.count >= self.settings.max_queue_depth:
+        queue = self.queue(spec.queue)
+        depth = queue.count
+        if depth >= self.settings.max_queue_depth:
             raise Unavailable(f"The {spec.queue} queue is full; retry later.", retry_after=10)
         if req.seed is None:
             req.seed = secrets.randbits(31)
         params = req.model_dump(mode="json", exclude_none=True)
         kind = params["kind"]
         ttl = self.settings.artifact_ttl_s
-        job = queue.enqueue(
-            TASK,
-            params,
-            job_id=job_id,
-            job_timeout=JOB_TIMEOUT_S.get(kind, DEFAULT_TIMEOUT_S),
-            result_ttl=ttl,
-            failure_ttl=ttl,
-            retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
-            meta={"owner": owner, "attempts": 0, "artifacts": []},
-            description=f"{kind} on {params['model']}",
-        )
         now = time.time()
-        with self.conn.pipeline() as pipe:
+        with self.conn.pipeline() as pipe:  # the job, its queue entry and the owner's list: one round trip
+            job = queue.enqueue_call(
+                TASK,
+                args=[params],
+                job_id=job_id,
+                timeout=JOB_TIMEOUT_S.get(kind, DEFAULT_TIMEOUT_S),
+                result_ttl=ttl,
+                failure_ttl=ttl,
+                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+                meta={"owner": owner, "attempts": 0, "artifacts": []},
+                description=f"{kind} on {params['model']}",
+                pipeline=pipe,
+            )
             pipe.zadd(keys.owner_jobs(owner), {job_id: now})
             pipe.zremrangebyscore(keys.owner_jobs(owner), 0, now - ttl)
             pipe.execute()
+        job.meta["position_hint"] = depth + 1  # not saved: the new job's place, without an O(n) LPOS
         return job
 
     def find(

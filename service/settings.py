@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")  # embedded Redis data, logs, the filesystem artifact backend by default
     data_dir: Path = Path("var/data")  # datasets: mnist/, fashion-mnist/, image folders
     models_dir: Path = Path("var/models")  # local copies of trained models
+    checkpoints_dir: Path | None = None  # the shipped models' checkpoints; default: the `models` package's
     deepfloyd_stage1: str | None = None
     deepfloyd_stage2: str | None = None
 
@@ -23,6 +24,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: str | None = None  # comma-separated; unset: no auth, loopback only
+    api_workers: int = Field(default=1, ge=1, le=64)  # API processes (uvicorn workers) behind the one port
 
     # Artifacts and uploads.
     artifact_backend: Literal["redis", "filesystem"] = "redis"

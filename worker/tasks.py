@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 from rq import get_current_job
 
@@ -15,9 +16,10 @@ from service.job_state import iso
 from service.schemas.jobs import parse_job
 from service.settings import get_settings
 from service.store import make_store
+from worker.dispatch import run_kind
 from worker.errors import InputError, JobCanceled
 from worker.hook import StepHook
-from worker.kinds import JobContext, run_kind
+from worker.kinds import JobContext
 from worker.model_cache import get_cache
 from worker.outputs import Outputs
 
@@ -39,11 +41,11 @@ def run_job(params: dict[str, Any]) -> None:
     try:
         hook.check_cancel()
         req = parse_job(params)
-        cache = get_cache()
-        spec = cache.spec(req.model)
+        model = get_cache().load(req.model)
         store = make_store(settings, job.connection)
-        ctx = JobContext(spec, cache, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
-        result = run_kind(req, ctx)
+        ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
+        with torch.inference_mode():
+            result = run_kind(req, ctx)
     except JobCanceled:
         log.info("job=%s canceled", job.id)
         hook.save_meta(outcome="canceled", finished_at=_now())

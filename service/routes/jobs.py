@@ -5,6 +5,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.admission import admit
@@ -12,7 +13,7 @@ from service.deps import Conn, Events, Models, Owner, Repo, SettingsDep, Store
 from service.errors import NotFound
 from service.job_state import artifact_key, to_view
 from service.jobs import JobRepo, body_digest
-from service.schemas.jobs import KINDS, JobRequest
+from service.schemas.jobs import KINDS, AnyJob, JobRequest
 from service.schemas.responses import TERMINAL, Job, JobList, Status
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -31,10 +32,30 @@ async def wait_for_end(repo: JobRepo, events: Events, owner: str, job_id: str, w
             await events.wait(changed, remaining)
 
 
+def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The body serialised once by pydantic (FastAPI would validate a returned model again)."""
+    return Response(model.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
+
+
+def admit_and_create(
+    repo: JobRepo,
+    conn: Conn,
+    models: Models,
+    owner: str,
+    job: AnyJob,
+    settings: SettingsDep,
+    idempotency_key: str | None,
+    body: bytes,
+) -> Job:
+    """Everything a submission does in Redis, in one trip to the thread pool."""
+    spec = admit(conn, models, owner, job, settings.max_image_pixels)
+    created, _ = repo.create(owner, job, spec, idempotency_key, body_digest(body))
+    return to_view(created)
+
+
 @router.post("", status_code=202, response_model=Job, responses={200: {"model": Job}})
 async def submit_job(
     request: Request,
-    response: Response,
     job: Annotated[JobRequest, Body()],
     owner: Owner,
     repo: Repo,
@@ -44,21 +65,15 @@ async def submit_job(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     prefer: Annotated[str | None, Header()] = None,
-) -> Job:
-    spec = await run_in_threadpool(admit, conn, models, owner, job, settings.max_image_pixels)
-    digest = body_digest(await request.body())
-    created, _ = await run_in_threadpool(repo.create, owner, job, spec, idempotency_key, digest)
-    response.headers["Location"] = f"/v1/jobs/{created.id}"
+) -> Response:
+    body = await request.body()
+    view = await run_in_threadpool(admit_and_create, repo, conn, models, owner, job, settings, idempotency_key, body)
+    headers = {"Location": f"/v1/jobs/{view.id}"}
     wait = PREFER_WAIT.search(prefer or "")
-    if wait:
-        wait_s = min(float(wait.group(1)), settings.max_wait_s)
-        response.headers["Preference-Applied"] = f"wait={wait.group(1)}"
-        view = await wait_for_end(repo, events, owner, created.id, wait_s)
-    else:
-        view = to_view(created)
-    if view.status in TERMINAL:
-        response.status_code = 200
-    return view
+    if wait and view.status not in TERMINAL:
+        headers["Preference-Applied"] = f"wait={wait.group(1)}"
+        view = await wait_for_end(repo, events, owner, view.id, min(float(wait.group(1)), settings.max_wait_s))
+    return json_response(view, 200 if view.status in TERMINAL else 202, headers)
 
 
 @router.get("", response_model=JobList)
@@ -82,10 +97,10 @@ async def get_job(
     repo: Repo,
     events: Events,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request until the job ends")] = 0,
-) -> Job:
+) -> Response:
     if wait:
-        return await wait_for_end(repo, events, owner, job_id, wait)
-    return to_view(await run_in_threadpool(repo.fetch, owner, job_id))
+        return json_response(await wait_for_end(repo, events, owner, job_id, wait))
+    return json_response(await run_in_threadpool(lambda: to_view(repo.fetch(owner, job_id))))
 
 
 @router.delete("/{job_id}", status_code=202, response_model=Job)

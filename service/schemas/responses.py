@@ -68,7 +68,12 @@ class Model(BaseModel):
     capabilities: list[str]
     available: bool
     reason: str | None
+    classes: list[str]
+    defaults: dict[str, Any]
     shipped: bool
+    training: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    size_bytes: int | None = None
 
 
 class ModelList(BaseModel):

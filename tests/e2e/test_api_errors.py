@@ -106,11 +106,7 @@ def test_schema_rules_are_422_with_the_field(client, body, loc, words):
             ["body", "image", "job_id"],
             "no job of yours",
         ),
-        (
-            {"kind": "denoise", "model": "mnist-ddpm", "image": DIGIT, "method": "one_step"},
-            ["body", "kind"],
-            "cannot run denoise with method one_step",
-        ),
+        ({"kind": "sample", "model": "mnist-denoiser"}, ["body", "kind"], "cannot run sample"),
     ],
 )
 def test_rules_of_the_deployment_are_422_with_the_field(client, body, loc, words):

@@ -1,0 +1,113 @@
+"""Noise processes: how an image is noised to time t, which times a run visits, and one step back toward clean.
+
+Both kinds share one small interface, so the sampling loop, SDEdit and inpainting never ask which they drive:
+
+- `times(steps, stride)`: the times a run visits, noisiest first, ending at the clean end.
+- `noise_to(x0, t, noise)`: the forward process.
+- `model_time(t)`: what the network is given for time t (normalised to [0, 1]).
+- `step(x, est, t, t_next, noise)`: one step from an estimate; `noise` is None where the step is deterministic.
+- `preview(x, est, t)`: the clean image the estimate implies.
+
+DDPM times are indices into the schedule (T - 1 ... 0), with -1 standing for the clean image (abar = 1).
+Flow times run from 0 (pure noise) to 1 (data): x_t = (1 - t) noise + t x1 (CS180 part B, eq. B.3).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from models.schedules import DDPMSchedule
+
+CLEAN = -1  # the DDPM time of a clean image
+
+
+class NoiseProcess(Protocol):
+    def times(self, steps: int | None = None, stride: int | None = None) -> list[float]: ...
+
+    def noise_to(self, x0: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor: ...
+
+    def model_time(self, t: float) -> float: ...
+
+    def step(
+        self, x: torch.Tensor, est: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+    def is_stochastic(self, t_next: float) -> bool: ...
+
+    def preview(self, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class DDPM:
+    """Noise prediction on a beta schedule; the posterior step of CS180 algorithm B.2, strided as in part A 1.4."""
+
+    schedule: DDPMSchedule
+
+    def abar(self, t: float) -> float:
+        return 1.0 if t == CLEAN else float(self.schedule.alphas_cumprod[int(t)])
+
+    def times(self, steps: int | None = None, stride: int | None = None) -> list[float]:
+        """All T timesteps, every `stride`-th from the largest multiple below T (990, 960, ... for T = 1000),
+        or `steps` evenly spaced; then the clean end."""
+        last = self.schedule.num_timesteps - 1
+        if steps is not None:
+            visited = torch.linspace(last, 0, steps).round().long().unique_consecutive().tolist()
+        else:
+            stride = stride or 1
+            visited = list(range(stride * (last // stride), -1, -stride))
+        return [float(t) for t in visited] + [float(CLEAN)]
+
+    def noise_to(self, x0: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor:
+        abar = self.abar(t)
+        return math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise  # x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
+
+    def model_time(self, t: float) -> float:
+        return t / self.schedule.num_timesteps  # the spec's normalisation: t / T
+
+    def preview(self, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor:
+        abar = self.abar(t)
+        return (x - math.sqrt(1 - abar) * est) / math.sqrt(abar)  # (1) x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+
+    def is_stochastic(self, t_next: float) -> bool:
+        return t_next != CLEAN  # the last step, into the clean image, adds no noise (z = 0 when t = 1)
+
+    def step(
+        self, x: torch.Tensor, est: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        abar, abar_next = self.abar(t), self.abar(t_next)
+        alpha = abar / abar_next  # (2) alpha_t = abar_t / abar_t', beta_t = 1 - alpha_t over the stride
+        beta = 1 - alpha
+        x0 = self.preview(x, est, t)
+        # (3) the posterior mean, from the clean estimate and x_t
+        mean = (math.sqrt(abar_next) * beta / (1 - abar)) * x0 + (math.sqrt(alpha) * (1 - abar_next) / (1 - abar)) * x
+        return mean if noise is None else mean + math.sqrt(beta) * noise  # (3) + sqrt(beta_t) z
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Velocity prediction, integrated with Euler steps from noise (t = 0) to data (t = 1): CS180 algorithm B.4."""
+
+    default_steps: int = 50
+
+    def times(self, steps: int | None = None, stride: int | None = None) -> list[float]:
+        n = steps or self.default_steps
+        return [i / n for i in range(n + 1)]
+
+    def noise_to(self, x0: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor:
+        return (1 - t) * noise + t * x0
+
+    def model_time(self, t: float) -> float:
+        return t
+
+    def preview(self, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor:
+        return x + (1 - t) * est  # x1 = x_t + (1 - t) u
+
+    def is_stochastic(self, t_next: float) -> bool:
+        return False
+
+    def step(
+        self, x: torch.Tensor, est: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        return x + (t_next - t) * est  # x_t' = x_t + (t' - t) u

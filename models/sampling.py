@@ -1,0 +1,86 @@
+"""The one sampling loop: every technique is a start, a guidance rule and a constraint around it (DESIGN.md).
+
+Images are (B, C, H, W) in the model's value range. Randomness comes from one generator per sample, so a sample
+never depends on its batch-mates: the same seed gives the same pixels in any batch.
+"""
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from models.forward import randn_like_per_sample
+from models.guidance import Guide, Predict
+from models.processes import NoiseProcess
+
+Constrain = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # 1-based: the number of steps done
+    total: int
+    t: float  # the time stepped from
+    x: torch.Tensor  # (B, C, H, W) the state after the step
+    preview: Callable[[], torch.Tensor]  # (B, C, H, W) the clean image the step's estimate implies; computed on demand
+
+
+OnStep = Callable[[Step], None]
+
+
+def generators(seed: int, n: int, offset: int = 0) -> list[torch.Generator]:
+    """Sample i draws from seed + offset + i."""
+    return [torch.Generator().manual_seed((seed + offset + i) % 2**63) for i in range(n)]
+
+
+def sample_loop(
+    process: NoiseProcess,
+    predict: Predict,
+    guide: Guide,
+    x: torch.Tensor,
+    times: list[float],
+    gens: list[torch.Generator],
+    constrain: Constrain | None = None,
+    on_step: OnStep | None = None,
+) -> torch.Tensor:
+    """Runs `x` (at times[0]) through times[1:]; returns the state at the last time."""
+    pairs = list(itertools.pairwise(times))
+    for i, (t, t_next) in enumerate(pairs):
+        t_model = torch.full((x.shape[0],), process.model_time(t), device=x.device)  # (B,)
+        est = guide(predict, x, t_model)  # one batched forward pass, all branches
+        noise = randn_like_per_sample(x, gens) if process.is_stochastic(t_next) else None
+        x_prev, x = x, process.step(x, est, t, t_next, noise)
+        if constrain is not None:
+            x = constrain(x, t_next)
+        if on_step is not None:
+            on_step(Step(i + 1, len(pairs), t, x, partial(process.preview, x_prev, est, t)))
+    return x
+
+
+def start(
+    process: NoiseProcess,
+    times: list[float],
+    i_start: int,
+    gens: list[torch.Generator],
+    like: torch.Tensor,
+    image: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The state at times[i_start]: pure noise, or `image` (B, C, H, W) noised to it (SDEdit, CS180 A 1.7)."""
+    noise = randn_like_per_sample(like, gens)
+    return noise if image is None else process.noise_to(image, times[i_start], noise)
+
+
+@dataclass(frozen=True)
+class Inpaint:
+    """After each step, the kept pixels are put back, noised to the new time (CS180 A 1.7.2). mask: 1 = regenerate."""
+
+    process: NoiseProcess
+    original: torch.Tensor  # (B, C, H, W)
+    mask: torch.Tensor  # (B, 1 or C, H, W) in {0, 1}
+    gens: list[torch.Generator]
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        known = self.process.noise_to(self.original, t, randn_like_per_sample(self.original, self.gens))
+        return self.mask * x + (1 - self.mask) * known

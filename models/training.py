@@ -1,0 +1,280 @@
+"""Training loops for the CS180 UNets: one loop, three objectives (CS180 part B).
+
+- `denoiser`: z = x + sigma eps, L2 between D(z) and x (B.1, B.2).
+- `ddpm`: t ~ U{0 .. T-1}, x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps, L2 between eps_theta(x_t, t / T, c) and eps
+  (algorithms B.1 and B.3 of the DDPM spec; its t in {1 .. T} is our schedule index t in {0 .. T-1}).
+- `flow`: t ~ U[0, 1], x0 ~ N(0, I), x1 the data, x_t = (1 - t) x0 + t x1, L2 between u_theta(x_t, t, c) and
+  x1 - x0 (algorithms B.1 and B.3 of the flow matching spec).
+
+Images are (N, C, H, W) float in [0, 1], the value range the specs train in. A class-conditioned model sees its
+label dropped (c_mask = 0) with probability p_uncond. Adam with an exponential decay stepped once per epoch, gradient
+clipping, and an exponential moving average of the weights, which is the copy to sample from.
+
+Randomness: every draw comes from generators derived from `config.seed` (init, noise, and one shuffle per epoch),
+so a seed fixes the weights, and the state handed to `on_epoch` resumes a run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.forward import ddpm_forward, sigma_forward
+from models.schedules import linear_schedule
+from models.unet import CS180UNet, init_weights, set_memory_format
+
+Objective = Literal["denoiser", "ddpm", "flow"]
+OBJECTIVES: tuple[Objective, ...] = ("denoiser", "ddpm", "flow")
+DEFAULT_LR: dict[Objective, float] = {"denoiser": 1e-4, "ddpm": 1e-3, "flow": 1e-2}  # the specs' Adam rates
+INIT, NOISE, SHUFFLE = 0, 1, 2  # generator streams derived from one seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: Objective = "flow"  # what the network learns: "denoiser" (x), "ddpm" (eps) or "flow" (x1 - x0)
+    epochs: int = 10  # passes over the images
+    batch_size: int = 128  # images per step (the last batch of an epoch may be smaller)
+    lr: float | None = None  # Adam's initial rate; None: the spec's rate for the objective (DEFAULT_LR)
+    lr_final_ratio: float = 0.1  # ExponentialLR gamma = ratio ** (1 / epochs): the rate ends 10x lower
+    hidden: int = 64  # D: UNet hidden channels, used by `build_model`
+    num_classes: int = 10  # class conditioning for `build_model`; 0 = unconditional
+    modulation: str = "add"  # how t enters a time-only UNet: "add" (DDPM spec) or "mul" (flow spec)
+    p_uncond: float = 0.1  # probability of dropping a label (c_mask = 0) for classifier-free guidance
+    sigma: float = 0.5  # denoiser: the noise level of z = x + sigma eps
+    num_timesteps: int = 300  # ddpm: T of the linear beta schedule
+    beta_start: float = 1e-4  # ddpm: beta_0
+    beta_end: float = 0.02  # ddpm: beta_{T-1}
+    ema_decay: float = 0.999  # EMA of the weights, warmed up as min(decay, (1 + n) / (10 + n)) after n updates
+    grad_clip: float | None = 1.0  # max global L2 norm of the gradients; None: no clipping
+    seed: int = 0  # the one seed of init, noise, labels dropped and shuffling
+    bf16: bool = False  # forward pass under bfloat16 autocast (the loss stays float32)
+    channels_last: bool = False  # model and batches in channels-last memory format
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not 0.0 <= self.p_uncond <= 1.0 or not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"need p_uncond in [0, 1], ema_decay in [0, 1), got {self.p_uncond}, {self.ema_decay}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.objective]
+
+
+class TrainState(TypedDict):
+    """Everything a run needs to go on exactly where it stopped (what `on_epoch` receives, what `state` takes)."""
+
+    epoch: int  # epochs done
+    step: int  # optimizer steps done
+    model: dict[str, Tensor]
+    ema: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    noise_rng: Tensor  # the NOISE generator's state (t, eps, x0, label drops)
+    epoch_losses: list[float]  # mean loss of each epoch done
+    step_losses: list[float]  # loss of every step done
+    epoch_seconds: list[float]  # wall time of each epoch done
+    config: dict[str, Any]  # the TrainConfig, as a dict
+
+
+OnStep = Callable[[int, int, int, float], None]  # (epoch, step, steps_per_epoch, loss); raise to stop
+OnEpoch = Callable[[int, TrainState], None]  # (epoch just done, 0-based; the state after it)
+
+
+@dataclass
+class TrainResult:
+    model: CS180UNet  # the raw trained weights
+    ema: CS180UNet  # the moving average: the one to save and sample from
+    epoch_losses: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def derived_seed(*key: int) -> int:
+    """A 63-bit seed from a tuple of ints (numpy's SeedSequence hash), so derived streams never coincide."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def build_model(config: TrainConfig, in_channels: int = 1, image_size: int = 28) -> CS180UNet:
+    """The UNet the objective needs, with weights drawn from the seed's INIT stream (not the global RNG)."""
+    with torch.device("meta"):  # no draws here: init_weights draws every weight
+        model: CS180UNet = CS180UNet(
+            in_channels=in_channels,
+            hidden=config.hidden,
+            time_conditioned=config.objective != "denoiser",
+            num_classes=config.num_classes,
+            modulation=config.modulation,
+            image_size=image_size,
+        )
+    model.to_empty(device="cpu")  # in place
+    init_weights(model, torch.Generator().manual_seed(derived_seed(config.seed, INIT)))
+    return model
+
+
+class EMA:
+    """An exponential moving average of a model's floating state (parameters and BatchNorm statistics)."""
+
+    def __init__(self, model: CS180UNet, decay: float) -> None:
+        self.model: CS180UNet = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, new in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.is_floating_point():
+                avg.lerp_(new, 1.0 - d)  # avg = d avg + (1 - d) new
+            else:
+                avg.copy_(new)  # BatchNorm's batch counter
+        self.updates += 1
+
+
+def _objective_loss(
+    model: CS180UNet, x: Tensor, y: Tensor | None, config: TrainConfig, abar: Tensor | None, gen: torch.Generator
+) -> Tensor:
+    """One batch's L2 loss. x (B, C, H, W) in [0, 1]; y (B,) labels or None. Draws on the CPU from `gen`."""
+    B, dev = x.shape[0], x.device
+    noise = torch.randn(x.shape, generator=gen).to(dev, x.dtype)  # (B, C, H, W)
+    if config.channels_last:
+        noise = noise.contiguous(memory_format=torch.channels_last)
+    c = c_mask = None
+    if model.config["num_classes"] > 0:
+        if y is None:
+            raise ValueError("a class-conditioned model needs labels")
+        c = y
+        c_mask = (torch.rand(B, generator=gen) >= config.p_uncond).to(dev, x.dtype)  # (B,) 0 = dropped
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
+        if config.objective == "denoiser":
+            z = sigma_forward(x, torch.tensor(config.sigma), noise)  # (B.2) z = x + sigma eps
+            pred, target = model(z, c=c, c_mask=c_mask), x
+        elif config.objective == "ddpm":
+            assert abar is not None
+            t = torch.randint(0, config.num_timesteps, (B,), generator=gen).to(dev)  # (B,)
+            x_t = ddpm_forward(x, t, abar, noise)  # x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+            pred, target = model(x_t, t.to(x.dtype) / config.num_timesteps, c, c_mask), noise
+        else:
+            t = torch.rand(B, generator=gen).to(dev, x.dtype)  # (B,)
+            tt = t[:, None, None, None]  # (B, 1, 1, 1)
+            x_t = (1 - tt) * noise + tt * x  # (B.3) x_t = (1 - t) x0 + t x1
+            pred, target = model(x_t, t, c, c_mask), x - noise  # (B.4) u = x1 - x0
+    return F.mse_loss(pred.float(), target.float())
+
+
+def _snapshot(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(state_dict)  # tensors cloned: training goes on changing the live ones
+
+
+def _check_inputs(model: CS180UNet, images: Tensor, labels: Tensor | None, config: TrainConfig) -> None:
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be float (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    if labels is not None and labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    wants_time = config.objective != "denoiser"
+    if bool(model.config["time_conditioned"]) != wants_time:
+        raise ValueError(f"objective {config.objective!r} needs time_conditioned={wants_time}")
+
+
+def train(
+    model: CS180UNet,
+    images: Tensor,  # (N, C, H, W) float in [0, 1]
+    labels: Tensor | None,  # (N,) int64, or None for an unconditional model
+    config: TrainConfig,
+    on_step: OnStep | None = None,
+    on_epoch: OnEpoch | None = None,
+    state: TrainState | None = None,
+) -> TrainResult:
+    """Train `model` in place (on its device) for config.epochs epochs, or what is left of them after `state`."""
+    _check_inputs(model, images, labels, config)
+    dev = next(model.parameters()).device
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+    set_memory_format(model, fmt)
+    images = images.to(dev)
+    labels = labels.to(dev, torch.long) if labels is not None else None
+    abar = linear_schedule(config.num_timesteps, config.beta_start, config.beta_end).alphas_cumprod.to(dev)
+    gen = torch.Generator().manual_seed(derived_seed(config.seed, NOISE))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    gamma = config.lr_final_ratio ** (1.0 / config.epochs)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    ema = EMA(model, config.ema_decay)
+    result = TrainResult(model, ema.model)
+    start, step = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["noise_rng"])
+        start, step = state["epoch"], state["step"]
+        ema.updates = step
+        result.epoch_losses = list(state["epoch_losses"])
+        result.step_losses = list(state["step_losses"])
+        result.epoch_seconds = list(state["epoch_seconds"])
+
+    N, B = images.shape[0], config.batch_size
+    steps_per_epoch = -(-N // B)
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        model.train()
+        order = torch.randperm(N, generator=torch.Generator().manual_seed(derived_seed(config.seed, SHUFFLE, epoch)))
+        order = order.to(dev)
+        total = 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * B : (i + 1) * B]  # (B,)
+            x = images[idx].contiguous(memory_format=fmt)  # (B, C, H, W)
+            loss = _objective_loss(model, x, labels[idx] if labels is not None else None, config, abar, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            ema.update(model)
+            step += 1
+            value = float(loss.item())
+            total += value
+            result.step_losses.append(value)
+            if on_step is not None:
+                on_step(epoch, i, steps_per_epoch, value)
+        scheduler.step()
+        result.epoch_losses.append(total / steps_per_epoch)
+        result.epoch_seconds.append(time.perf_counter() - began)
+        if on_epoch is not None:
+            on_epoch(epoch, _state(epoch + 1, step, model, ema, optimizer, scheduler, gen, result, config))
+    model.eval()
+    return result
+
+
+def _state(
+    epoch: int,
+    step: int,
+    model: nn.Module,
+    ema: EMA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    gen: torch.Generator,
+    result: TrainResult,
+    config: TrainConfig,
+) -> TrainState:
+    return TrainState(
+        epoch=epoch,
+        step=step,
+        model=_snapshot(model.state_dict()),
+        ema=_snapshot(ema.model.state_dict()),
+        optimizer=_snapshot(optimizer.state_dict()),
+        scheduler=_snapshot(scheduler.state_dict()),
+        noise_rng=gen.get_state(),
+        epoch_losses=list(result.epoch_losses),
+        step_losses=list(result.step_losses),
+        epoch_seconds=list(result.epoch_seconds),
+        config=asdict(config),
+    )

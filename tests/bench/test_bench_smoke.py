@@ -1,0 +1,69 @@
+"""Smoke tests of the benchmarks' parts: the spec's plain loop and the service's sampler give the same pixels for the
+same seed (the "same pixels" claim of bench/sampling.py), and the quality benchmark's split and Frechet distance."""
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from bench.classifier import frechet_distance, split
+from bench.reference import ddpm_sample, flow_sample
+from bench.sampling import class_labels, service_sample
+from models.predictors import unet_predictor
+from models.processes import DDPM, Flow
+from models.sampling import generators
+from models.schedules import linear_schedule
+from models.unet import CS180UNet, init_weights
+
+SEED = 7
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: with two threads on a busy two-core machine a pass takes a second instead of milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_unet() -> CS180UNet:
+    net = CS180UNet(hidden=8, time_conditioned=True, num_classes=10)
+    init_weights(net, torch.Generator().manual_seed(0))
+    return net.eval()
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "flow"])
+def test_reference_and_service_give_the_same_pixels(kind: str) -> None:
+    net, steps = tiny_unet(), 5
+    cond = class_labels(4)
+    if kind == "ddpm":
+        process, ref = DDPM(linear_schedule(steps)), ddpm_sample(net, cond, generators(SEED, 4), 5.0, T=steps)
+    else:
+        process, ref = Flow(default_steps=steps), flow_sample(net, cond, generators(SEED, 4), 5.0, steps=steps)
+    times = process.times()
+    assert len(times) == steps + 1
+    out = service_sample(unet_predictor(net), process, times, cond, SEED, (1, 28, 28), 5.0)
+    assert out.shape == ref.shape == (4, 1, 28, 28)
+    assert float(ref.std()) > 0.1  # a real image-sized signal, not all zeros
+    assert torch.allclose(out, ref, atol=1e-4, rtol=0), float((out - ref).abs().max())
+    other = service_sample(unet_predictor(net), process, times, cond, SEED + 1, (1, 28, 28), 5.0)
+    assert not torch.allclose(other, ref, atol=1e-2)  # another seed: other pixels
+
+
+def test_held_out_split_is_stratified_and_disjoint() -> None:
+    from models.datasets import mnist_5k
+
+    train, held = split()
+    assert len(train) == 4500 and len(held) == 500 and not set(train) & set(held)
+    assert np.bincount(mnist_5k().labels[held], minlength=10).tolist() == [50] * 10
+
+
+def test_frechet_distance_known_answers() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 3.0) == pytest.approx(4 * 9.0, rel=1e-6)  # |mean shift|^2, same covariance
+    expected = float(np.trace(np.cov(a, rowvar=False)) + (a.mean(0) ** 2).sum())  # Tr(S + 4S - 2 * 2S) + |mu|^2
+    assert frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-6)

@@ -1,0 +1,172 @@
+"""Known answers for the sampling core: processes, guidance rules, views, the inpainting constraint, the loop."""
+
+import pytest
+import torch
+
+from models.guidance import CFG, Anagram, Hybrid
+from models.processes import CLEAN, DDPM, Flow
+from models.sampling import Inpaint, generators, sample_loop, start
+from models.schedules import linear_schedule, make_schedule
+from models.views import VIEWS
+
+X1 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # "data"
+
+
+def oracle(process, target):
+    """A perfect predictor for `target`: the exact noise (DDPM) or velocity (flow) of the current state."""
+
+    def predict(x, t, cond):
+        if isinstance(process, DDPM):
+            abar = process.abar(float(t[0]) * process.schedule.num_timesteps)
+            return (x - abar**0.5 * target) / (1 - abar) ** 0.5
+        tt = float(t[0])
+        return target - (x - tt * target) / (1 - tt)
+
+    return predict
+
+
+def unguided(predict, x, t):
+    return predict(x, t, torch.zeros(len(x)))
+
+
+@pytest.mark.parametrize("process", [DDPM(linear_schedule(300)), Flow(default_steps=20)])
+def test_a_perfect_predictor_lands_exactly_on_the_data(process):
+    times = process.times()
+    gens = generators(0, 3)
+    x = start(process, times, 0, gens, X1)
+    out = sample_loop(process, oracle(process, X1), unguided, x, times, gens)
+    assert torch.allclose(out, X1, atol=1e-4)
+
+
+def test_ddpm_times_follow_the_course():
+    strided = DDPM(make_schedule("linear", 1000, 1e-4, 0.02)).times(stride=30)
+    assert strided[:3] == [990, 960, 930] and strided[-2:] == [0, CLEAN] and len(strided) == 35
+    full = DDPM(linear_schedule(300)).times()
+    assert full[0] == 299 and full[-2:] == [0, CLEAN] and len(full) == 301
+    assert DDPM(linear_schedule(300)).times(steps=4) == [299, 199, 100, 0, CLEAN]
+    assert Flow().times()[:2] == [0, 0.02] and len(Flow().times()) == 51
+
+
+def test_ddpm_step_is_the_spec_formula():
+    process = DDPM(linear_schedule(300))
+    s = process.schedule
+    x, eps, z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)).unbind(0)
+    t = 120
+    a, ab, ab_prev, b = s.alphas[t], s.alphas_cumprod[t], s.alphas_cumprod[t - 1], s.betas[t]
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    expected = (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * x + b.sqrt() * z
+    assert torch.allclose(process.step(x, eps, t, t - 1, z), expected, atol=1e-5)
+
+
+def test_forward_process_statistics():
+    process = DDPM(linear_schedule(300))
+    x0 = torch.full((1, 1, 256, 256), 0.5)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    xt = process.noise_to(x0, 150, noise)
+    abar = float(process.schedule.alphas_cumprod[150])
+    assert float((xt - abar**0.5 * x0).std()) == pytest.approx((1 - abar) ** 0.5, rel=0.02)
+    assert torch.equal(process.noise_to(x0, CLEAN, noise), x0)
+    assert torch.allclose(Flow().noise_to(x0, 0.25, noise), 0.75 * noise + 0.25 * x0)
+
+
+def toy_predict(x, t, cond):
+    """Deterministic, per-sample, and different per condition."""
+    return torch.tanh(x * (cond.view(-1, 1, 1, 1).float() + 2) + t.view(-1, 1, 1, 1))
+
+
+def test_cfg_with_scale_one_is_the_conditional_estimate():
+    x, t = torch.randn(2, 1, 4, 4), torch.full((2,), 0.3)
+    cond, uncond = torch.tensor([3, 4]), torch.tensor([-1, -1])
+    assert torch.allclose(CFG(cond, uncond, 1.0)(toy_predict, x, t), toy_predict(x, t, cond))
+    c, u = toy_predict(x, t, cond), toy_predict(x, t, uncond)
+    assert torch.allclose(CFG(cond, uncond, 7.0)(toy_predict, x, t), u + 7 * (c - u), atol=1e-6)
+
+
+def test_an_anagram_of_the_identity_view_and_one_prompt_is_plain_cfg():
+    x, t = torch.randn(2, 1, 4, 4), torch.full((2,), 0.3)
+    cond, uncond = torch.tensor([3, 4]), torch.tensor([-1, -1])
+    anagram = Anagram(cond, cond, uncond, VIEWS["identity"], 5.0)
+    assert torch.allclose(anagram(toy_predict, x, t), CFG(cond, uncond, 5.0)(toy_predict, x, t), atol=1e-6)
+
+
+def test_a_hybrid_of_one_prompt_is_plain_cfg():
+    x, t = torch.randn(2, 1, 16, 16), torch.full((2,), 0.3)
+    cond, uncond = torch.tensor([3, 4]), torch.tensor([-1, -1])
+    hybrid = Hybrid(cond, cond, uncond, kernel_size=5, sigma=1.0, scale=5.0)
+    assert torch.allclose(hybrid(toy_predict, x, t), CFG(cond, uncond, 5.0)(toy_predict, x, t), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["flip", "rotate_180", "negate", "identity"])
+def test_views_are_undone_by_their_inverse(name):
+    view = VIEWS[name]
+    assert torch.equal(view.inverse(view.view(X1)), X1)
+
+
+def test_every_branch_goes_in_one_forward_pass():
+    calls = []
+
+    def counting(x, t, cond):
+        calls.append(len(x))
+        return toy_predict(x, t, cond)
+
+    process = DDPM(linear_schedule(300))
+    times = process.times(steps=5)
+    gens = generators(0, 2)
+    cond, uncond = torch.tensor([1, 2]), torch.tensor([-1, -1])
+    sample_loop(process, counting, CFG(cond, uncond, 5.0), start(process, times, 0, gens, X1[:2]), times, gens)
+    assert calls == [4] * 5
+    calls.clear()
+    anagram = Anagram(cond, cond, uncond, VIEWS["flip"])
+    sample_loop(process, counting, anagram, start(process, times, 0, gens, X1[:2]), times, gens)
+    assert calls == [8] * 5
+
+
+@pytest.mark.parametrize("process", [DDPM(linear_schedule(300)), Flow(default_steps=10)])
+def test_inpainting_keeps_every_unmasked_pixel(process):
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    times = process.times(steps=10)
+    gens = generators(5, 3)
+    x = start(process, times, 0, gens, X1)
+    cond = torch.zeros(3)
+    out = sample_loop(
+        process, toy_predict, CFG(cond, None), x, times, gens, constrain=Inpaint(process, X1, mask, generators(99, 3))
+    )
+    assert torch.equal(out[mask.expand_as(out) == 0], X1[mask.expand_as(X1) == 0])
+    assert not torch.allclose(out[mask.expand_as(out) == 1], X1[mask.expand_as(X1) == 1])
+
+
+def test_same_seed_same_pixels_in_any_batch():
+    process = DDPM(linear_schedule(300))
+    times = process.times(steps=8)
+    cond = torch.tensor([1, 2, 3])
+
+    def run(gens, c):
+        x = start(process, times, 0, gens, torch.zeros(len(gens), 1, 8, 8))
+        return sample_loop(process, toy_predict, CFG(c, torch.full_like(c, -1), 3.0), x, times, gens)
+
+    batch = run(generators(40, 3), cond)
+    alone = run(generators(41, 1), cond[1:2])
+    assert torch.allclose(batch[1:2], alone, atol=1e-6)
+    assert torch.equal(run(generators(40, 3), cond), batch)
+
+
+def test_sdedit_starts_from_the_image_noised_to_i_start():
+    process = DDPM(linear_schedule(300))
+    times = process.times(stride=10)
+    gens = generators(3, 3)
+    x = start(process, times, 25, gens, X1, image=X1)
+    noise = torch.stack([torch.randn(1, 8, 8, generator=g) for g in generators(3, 3)])
+    assert torch.allclose(x, process.noise_to(X1, times[25], noise))
+
+
+def test_on_step_reports_every_step_with_a_preview():
+    process = Flow(default_steps=4)
+    times = process.times()
+    gens = generators(0, 3)
+    steps = []
+    sample_loop(
+        process, oracle(process, X1), unguided, start(process, times, 0, gens, X1), times, gens, on_step=steps.append
+    )
+    assert [s.index for s in steps] == [1, 2, 3, 4] and steps[0].total == 4
+    assert torch.allclose(steps[0].preview(), X1, atol=1e-5)  # the oracle's clean estimate is the data
