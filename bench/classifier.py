@@ -25,7 +25,7 @@ from scipy import linalg
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from models.datasets import mnist_5k
+from models.datasets import held_out_split, mnist_5k
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "var" / "bench" / "classifier.pt"
@@ -81,11 +81,7 @@ class Judge:
 
 def split() -> tuple[np.ndarray, np.ndarray]:
     """(train, held_out) indices into mnist-5k: per class, the last HELD_OUT_PER_CLASS digits are held out."""
-    labels = mnist_5k().labels
-    held = np.concatenate([np.flatnonzero(labels == c)[-HELD_OUT_PER_CLASS:] for c in np.unique(labels)])
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[held] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
+    return held_out_split(mnist_5k().labels, HELD_OUT_PER_CLASS)
 
 
 def digits(indices: np.ndarray) -> tuple[Tensor, Tensor]:

@@ -92,7 +92,6 @@ class Subject:
     net: CS180UNet
     process: NoiseProcess
     times: list[float]
-    training: dict[str, Any] | None  # the checkpoint's training.json
 
 
 @dataclass(frozen=True)
@@ -283,26 +282,6 @@ def inpaint_check(
 # Report
 
 
-def training_warning(subject: Subject) -> str | None:
-    """A warning when the checkpoint's training digits, as training.json states them, overlap the held-out ones."""
-    train_range = ((subject.training or {}).get("dataset") or {}).get("train")
-    if not (isinstance(train_range, list) and len(train_range) == 2 and all(isinstance(v, int) for v in train_range)):
-        return None
-    _, held = split()
-    from models.datasets import mnist_5k
-
-    trained = np.arange(*train_range)
-    overlap = np.intersect1d(trained, held)
-    missing = sorted(set(range(10)) - set(mnist_5k().labels[trained].tolist()))
-    if len(overlap) == 0 and not missing:
-        return None
-    return (
-        f"{subject.name} was trained on mnist-5k digits {train_range[0]}..{train_range[1] - 1} (training.json), which "
-        f"include {len(overlap)} of the 500 held-out digits and no digit of the classes {missing} (mnist-5k is "
-        "sorted by label)"
-    )
-
-
 def rows_for(name: str, q: dict[str, Any]) -> list[list[str]]:
     s = q["samples"]
     acc_ok = s["class_accuracy"] >= TARGET_ACCURACY
@@ -346,9 +325,7 @@ def comparison_rows(quality: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [["flow vs ddpm", "flow@50 at least as good as ddpm@300", value, "acc >=, FD <=", "ok" if ok else "MISSED"]]
 
 
-def render(
-    judge: Judge, blur_control: float, quality: dict[str, dict[str, Any]], machine: dict[str, str], warnings: list[str]
-) -> str:
+def render(judge: Judge, blur_control: float, quality: dict[str, dict[str, Any]], machine: dict[str, str]) -> str:
     lines = machine_lines("diffusion-jobs quality benchmark", machine)
     lines.append(
         f"classifier: LeNet {'trained now' if judge.trained_now else 'from var/bench/classifier.pt'} (key "
@@ -362,8 +339,6 @@ def render(
     lines.append("")
     rows = [row for name, q in quality.items() for row in rows_for(name, q)] + comparison_rows(quality)
     lines += table(["model", "figure", "measured", "target", "status"], rows)
-    if warnings:
-        lines += ["", "warnings:", *(f"- {w}" for w in warnings)]
     return "\n".join(lines)
 
 
@@ -373,9 +348,7 @@ def render(
 
 def load_subject(checkpoints: Path, model: str) -> Subject:
     process = make_process(KINDS[model])
-    path = checkpoints / model / "training.json"
-    training = json.loads(path.read_text()) if path.exists() else None
-    return Subject(model, load_unet(checkpoints, model), process, process.times(), training)
+    return Subject(model, load_unet(checkpoints, model), process, process.times())
 
 
 def references(judge: Judge) -> References:
@@ -406,9 +379,7 @@ def evaluate(subject: Subject, judge: Judge, refs: References, args: argparse.Na
     }
 
 
-def quality_record(
-    q: dict[str, Any], judge: Judge, blur_control: float, machine: dict[str, str], warning: str | None
-) -> dict[str, Any]:
+def quality_record(q: dict[str, Any], judge: Judge, blur_control: float, machine: dict[str, str]) -> dict[str, Any]:
     return {
         "date": machine["date"],
         "command": shlex.join(sys.orig_argv),
@@ -421,7 +392,6 @@ def quality_record(
         },
         "afar_blur": {"kernel_size": AFAR_KERNEL, "sigma": AFAR_SIGMA, "held_out_accuracy_blurred": blur_control},
         **q,
-        "warning": warning,
         "torch": machine["torch"],
     }
 
@@ -460,14 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     refs = references(judge)
     blur_control = float((predicted(judge, afar(refs.held_images)) == refs.held_labels).float().mean())
     quality: dict[str, dict[str, Any]] = {}
-    warnings: dict[str, str | None] = {}
     for model in args.models:
         subject = load_subject(args.checkpoints, model)
-        warnings[model] = training_warning(subject)
         quality[model] = evaluate(subject, judge, refs, args)
     machine["load_average_end"] = load_average()
-    print(render(judge, blur_control, quality, machine, [w for w in warnings.values() if w]))
-    records = {m: quality_record(q, judge, blur_control, machine, warnings[m]) for m, q in quality.items()}
+    print(render(judge, blur_control, quality, machine))
+    records = {m: quality_record(q, judge, blur_control, machine) for m, q in quality.items()}
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "models": records}, indent=1) + "\n")
     if args.write_quality:

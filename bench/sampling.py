@@ -5,10 +5,12 @@
 For each model (DDPM at all T = 300 steps, flow matching at 50 steps; CFG gamma 5, classes 0..9 in turn, one seed):
 
 - reference: bench/reference.py, the spec's algorithm B.4 (two forward passes of B per step, eager fp32, no_grad);
-- service: `start` + `sample_loop` + `CFG` + `unet_predictor` (one forward pass of 2B per step) under
-  torch.inference_mode, as the worker runs a `sample` job (without the PNG encoding);
-- the service's sampler with the UNet in channels_last, and with the predictor under torch.compile (when a probe
-  compiles and runs it within --compile-timeout seconds in a subprocess; skipped with a note otherwise);
+- service: `start` + `sample_loop` + `CFG` (one forward pass of 2B per step) under torch.inference_mode over the
+  network as the worker holds it (models/inference.py: BatchNorm folded into the convolutions, channels-last, the
+  2B images in passes of 50), as the worker runs a `sample` job (without the PNG encoding);
+- the same sampler over the network as loaded (no rewrites), to show what the rewrites give;
+- the service with the predictor under torch.compile (when a probe compiles and runs it within --compile-timeout
+  seconds in a subprocess; skipped with a note otherwise);
 - the service's sampler under bfloat16 autocast: timed over the first --bf16-steps steps and extrapolated (bf16
   convolutions have no fast kernel on CPUs without AVX-512 BF16), its pixels checked over the whole run on the first
   --bf16-check-n samples against fp32.
@@ -28,7 +30,6 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -45,6 +46,7 @@ from tqdm import tqdm
 
 from bench.reference import ddpm_sample, flow_sample, image_shape
 from models.guidance import CFG, Predict
+from models.inference import CPU_CHUNK, chunked, compiled, for_inference
 from models.predictors import labels, unet_predictor
 from models.processes import DDPM, Flow, NoiseProcess
 from models.sampling import OnStep, generators, sample_loop, start
@@ -81,7 +83,6 @@ def service_sample(
     seed: int,
     shape: tuple[int, int, int],
     scale: float = GUIDANCE,
-    channels_last: bool = False,
     bf16: bool = False,
     on_step: OnStep | None = None,
 ) -> torch.Tensor:
@@ -91,8 +92,6 @@ def service_sample(
     guide = CFG(cond, labels(None, n), scale)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         x = start(process, times, 0, gens, torch.empty(n, *shape))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         out = sample_loop(process, predict, guide, x, times, gens, on_step=on_step)
     return out.float().contiguous()
 
@@ -137,8 +136,7 @@ def compile_probe(args: argparse.Namespace, model: str) -> tuple[bool, str]:
 
 
 def run_compile_probe(checkpoints: Path, model: str, batch: int) -> int:
-    net = load_unet(checkpoints, model)
-    predict = torch.compile(unet_predictor(net), dynamic=False)
+    predict = worker_predictor(load_unet(checkpoints, model), compile=True)
     x, t = torch.randn(2 * batch, 1, 28, 28), torch.rand(2 * batch)
     cond = torch.cat([class_labels(batch), labels(None, batch)])
     with torch.inference_mode():
@@ -146,28 +144,33 @@ def run_compile_probe(checkpoints: Path, model: str, batch: int) -> int:
     return 0
 
 
+def worker_predictor(net: CS180UNet, compile: bool = False) -> Predict:
+    """The predictor over the network as a CPU worker holds it (worker/model_cache.py), optionally compiled."""
+    predict = unet_predictor(for_inference(net, torch.device("cpu")))
+    return chunked(compiled(predict) if compile else predict, CPU_CHUNK)
+
+
 def build_variants(net: CS180UNet, kind: str, args: argparse.Namespace, model: str, bar: tqdm) -> list[Variant]:
     process = make_process(kind)
     times = process.times()
     cond = class_labels(args.batch)
     shape = image_shape(net)
-    predict = unet_predictor(net)
-    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)  # type: ignore[call-arg]  # stubs lack it
+    predict = worker_predictor(net)
     tick: OnStep = lambda _step: bar.update(1)  # noqa: E731
 
-    def service(pred: Predict, channels_last: bool = False) -> torch.Tensor:
-        return service_sample(pred, process, times, cond, args.seed, shape, GUIDANCE, channels_last, on_step=tick)
+    def service(pred: Predict) -> torch.Tensor:
+        return service_sample(pred, process, times, cond, args.seed, shape, GUIDANCE, on_step=tick)
 
     variants = [
         Variant("reference (spec B.4: 2 passes of B, fp32)", lambda: reference_sample(net, kind, cond, args.seed)),
-        Variant("service (sample_loop + CFG: 1 pass of 2B, fp32)", lambda: service(predict)),
-        Variant("service + channels_last", lambda: service(unet_predictor(net_cl), channels_last=True)),
+        Variant("service (as the worker: BN folded, channels-last, passes of 50)", lambda: service(predict)),
+        Variant("  the same sampler on the network as loaded (1 pass of 2B)", lambda: service(unet_predictor(net))),
     ]
     if args.compile:
         worked, note = compile_probe(args, model)
         if worked:
-            compiled = torch.compile(unet_predictor(net), dynamic=False)
-            variants.append(Variant("service + torch.compile", lambda: service(compiled), note=note))
+            fast = worker_predictor(net, compile=True)
+            variants.append(Variant("service + torch.compile", lambda: service(fast), note=note))
         else:
             variants.append(Variant("service + torch.compile", lambda: torch.empty(0), note=note, skipped=True))
     return variants

@@ -1,4 +1,5 @@
-"""`diffusion-jobs up`: the embedded Redis (unless REDIS_URL is set), the API and a worker per queue, as children.
+"""`diffusion-jobs up`: the embedded Redis (unless REDIS_URL is set), the API and a worker per queue (`train` too),
+as children.
 
 A child that dies is started again (with backoff). Ctrl-C or SIGTERM stops the API and the workers first (a worker
 finishes its job in hand, up to a grace period), then Redis, so its append-only file is complete; nothing is left
@@ -54,7 +55,8 @@ class Child:
 
 
 def queues_to_serve(settings: Settings) -> list[str]:
-    return sorted({spec.queue for spec in builtin_models(settings).values()})
+    """The queue of every shipped model, and `train` (training needs no checkpoint)."""
+    return sorted({spec.queue for spec in builtin_models(settings).values()} | {"train"})
 
 
 def cli_argv(*args: str) -> list[str]:

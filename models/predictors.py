@@ -7,12 +7,12 @@ dropped through `c_mask`, as in training with p_uncond).
 import torch
 
 from models.guidance import Predict
-from models.unet import CS180UNet
+from models.unet import Net
 
 UNCONDITIONAL = -1
 
 
-def unet_predictor(net: CS180UNet) -> Predict:
+def unet_predictor(net: Net) -> Predict:
     time_conditioned, num_classes = net.config["time_conditioned"], net.config["num_classes"]
 
     def predict(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

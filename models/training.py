@@ -6,17 +6,23 @@
 - `flow`: t ~ U[0, 1], x0 ~ N(0, I), x1 the data, x_t = (1 - t) x0 + t x1, L2 between u_theta(x_t, t, c) and
   x1 - x0 (algorithms B.1 and B.3 of the flow matching spec).
 
+Two networks behind one call, `model(x, t, c, c_mask)` (models/unet.py): the spec's `CS180UNet` (arch "cs180", the
+default) and diffusers' `UNet2DModel` with attention (arch "unet2d", for RGB image folders as seed 004 trained); DDPM
+may use the cosine schedule, and any objective an L1 loss instead of L2.
+
 Images are (N, C, H, W) float in [0, 1], the value range the specs train in. A class-conditioned model sees its
 label dropped (c_mask = 0) with probability p_uncond. Adam with an exponential decay stepped once per epoch, gradient
 clipping, and an exponential moving average of the weights, which is the copy to sample from.
 
 Randomness: every draw comes from generators derived from `config.seed` (init, noise, and one shuffle per epoch),
-so a seed fixes the weights, and the state handed to `on_epoch` resumes a run exactly.
+so a seed fixes the weights, and the state handed to `on_epoch` resumes a run exactly. A step whose loss is not
+finite raises `TrainingDiverged` before it touches the weights, so the last epoch's state stays good.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,12 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.datasets import ImageDataset
 from models.forward import ddpm_forward, sigma_forward
-from models.schedules import linear_schedule
-from models.unet import CS180UNet, init_weights, set_memory_format
+from models.processes import DDPM, Flow, NoiseProcess
+from models.schedules import make_schedule
+from models.unet import CS180UNet, DiffusersUNet, Net, init_weights, set_memory_format
 
 Objective = Literal["denoiser", "ddpm", "flow"]
 OBJECTIVES: tuple[Objective, ...] = ("denoiser", "ddpm", "flow")
+Arch = Literal["cs180", "unet2d"]
+ARCHS: tuple[Arch, ...] = ("cs180", "unet2d")
+Schedule = Literal["linear", "cosine"]
+SCHEDULES: tuple[Schedule, ...] = ("linear", "cosine")
+Loss = Literal["l2", "l1"]
+LOSSES: dict[Loss, Callable[[Tensor, Tensor], Tensor]] = {"l2": F.mse_loss, "l1": F.l1_loss}
 DEFAULT_LR: dict[Objective, float] = {"denoiser": 1e-4, "ddpm": 1e-3, "flow": 1e-2}  # the specs' Adam rates
 INIT, NOISE, SHUFFLE = 0, 1, 2  # generator streams derived from one seed
 
@@ -57,10 +71,17 @@ class TrainConfig:
     seed: int = 0  # the one seed of init, noise, labels dropped and shuffling
     bf16: bool = False  # forward pass under bfloat16 autocast (the loss stays float32)
     channels_last: bool = False  # model and batches in channels-last memory format
+    fused_adam: bool = False  # Adam's fused kernel (one kernel for all parameters) instead of the for-each one
+    compile: bool = False  # the forward (and so the backward) pass under torch.compile; the first step compiles
+    arch: Arch = "cs180"  # the network of `build_model`: the spec's CS180UNet, or diffusers' UNet2DModel ("unet2d")
+    schedule: Schedule = "linear"  # ddpm: the beta schedule ("cosine": Improved DDPM's, ignores the beta range)
+    loss: Loss = "l2"  # the distance between prediction and target: "l2" (mean squared error, the specs) or "l1"
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        choices = {"objective": OBJECTIVES, "arch": ARCHS, "schedule": SCHEDULES, "loss": tuple(LOSSES)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not 0.0 <= self.p_uncond <= 1.0 or not 0.0 <= self.ema_decay < 1.0:
@@ -91,13 +112,24 @@ OnStep = Callable[[int, int, int, float], None]  # (epoch, step, steps_per_epoch
 OnEpoch = Callable[[int, TrainState], None]  # (epoch just done, 0-based; the state after it)
 
 
+class TrainingDiverged(ArithmeticError):
+    """A step's loss was not finite: the learning rate is too high for this network and data."""
+
+
 @dataclass
 class TrainResult:
-    model: CS180UNet  # the raw trained weights
-    ema: CS180UNet  # the moving average: the one to save and sample from
+    model: Net  # the raw trained weights
+    ema: Net  # the moving average: the one to save and sample from
+    num_images: int = 0  # images per epoch
     epoch_losses: list[float] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput over the epochs done (0 before the first)."""
+        seconds = sum(self.epoch_seconds)
+        return self.num_images * len(self.epoch_seconds) / seconds if seconds > 0 else 0.0
 
 
 def derived_seed(*key: int) -> int:
@@ -105,27 +137,49 @@ def derived_seed(*key: int) -> int:
     return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def build_model(config: TrainConfig, in_channels: int = 1, image_size: int = 28) -> CS180UNet:
-    """The UNet the objective needs, with weights drawn from the seed's INIT stream (not the global RNG)."""
+def build_model(config: TrainConfig, in_channels: int = 1, image_size: int = 28) -> Net:
+    """The UNet of `config.arch` the objective needs, with weights drawn from the seed's INIT stream (not the global
+    RNG)."""
+    time_conditioned = config.objective != "denoiser"
     with torch.device("meta"):  # no draws here: init_weights draws every weight
-        model: CS180UNet = CS180UNet(
-            in_channels=in_channels,
-            hidden=config.hidden,
-            time_conditioned=config.objective != "denoiser",
-            num_classes=config.num_classes,
-            modulation=config.modulation,
-            image_size=image_size,
-        )
+        model: Net
+        if config.arch == "cs180":
+            model = CS180UNet(
+                in_channels=in_channels,
+                hidden=config.hidden,
+                time_conditioned=time_conditioned,
+                num_classes=config.num_classes,
+                modulation=config.modulation,
+                image_size=image_size,
+            )
+        else:
+            model = DiffusersUNet(in_channels, config.hidden, time_conditioned, config.num_classes, image_size)
     model.to_empty(device="cpu")  # in place
     init_weights(model, torch.Generator().manual_seed(derived_seed(config.seed, INIT)))
     return model
 
 
+def noise_process(config: TrainConfig) -> NoiseProcess:
+    """The process a model trained with `config` samples with (the denoiser has none: it denoises in one step)."""
+    if config.objective == "ddpm":
+        return DDPM(make_schedule(config.schedule, config.num_timesteps, config.beta_start, config.beta_end))
+    if config.objective == "flow":
+        return Flow()
+    raise ValueError("the single-step denoiser has no noise process")
+
+
+def dataset_tensors(data: ImageDataset) -> tuple[Tensor, Tensor]:
+    """(images (N, C, H, W) float in [0, 1], labels (N,) int64), copied from the dataset's read-only arrays."""
+    pixels = data.images[:, None] if data.channels == 1 else data.images.transpose(0, 3, 1, 2)  # (N, C, H, W)
+    images = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32) / 255)
+    return images, torch.from_numpy(data.labels.astype(np.int64))
+
+
 class EMA:
     """An exponential moving average of a model's floating state (parameters and BatchNorm statistics)."""
 
-    def __init__(self, model: CS180UNet, decay: float) -> None:
-        self.model: CS180UNet = copy.deepcopy(model).eval().requires_grad_(False)
+    def __init__(self, model: Net, decay: float) -> None:
+        self.model: Net = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
         self.updates = 0
 
@@ -141,15 +195,22 @@ class EMA:
 
 
 def _objective_loss(
-    model: CS180UNet, x: Tensor, y: Tensor | None, config: TrainConfig, abar: Tensor | None, gen: torch.Generator
+    model: Callable[..., Tensor],
+    x: Tensor,
+    y: Tensor | None,
+    config: TrainConfig,
+    abar: Tensor | None,
+    gen: torch.Generator,
+    conditioned: bool,
 ) -> Tensor:
-    """One batch's L2 loss. x (B, C, H, W) in [0, 1]; y (B,) labels or None. Draws on the CPU from `gen`."""
+    """One batch's loss. x (B, C, H, W) in [0, 1]; y (B,) labels or None; `model` the network's forward (compiled or
+    not), class-conditioned or not. Draws on the CPU from `gen`."""
     B, dev = x.shape[0], x.device
     noise = torch.randn(x.shape, generator=gen).to(dev, x.dtype)  # (B, C, H, W)
     if config.channels_last:
         noise = noise.contiguous(memory_format=torch.channels_last)
     c = c_mask = None
-    if model.config["num_classes"] > 0:
+    if conditioned:
         if y is None:
             raise ValueError("a class-conditioned model needs labels")
         c = y
@@ -168,14 +229,14 @@ def _objective_loss(
             tt = t[:, None, None, None]  # (B, 1, 1, 1)
             x_t = (1 - tt) * noise + tt * x  # (B.3) x_t = (1 - t) x0 + t x1
             pred, target = model(x_t, t, c, c_mask), x - noise  # (B.4) u = x1 - x0
-    return F.mse_loss(pred.float(), target.float())
+    return LOSSES[config.loss](pred.float(), target.float())
 
 
 def _snapshot(state_dict: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(state_dict)  # tensors cloned: training goes on changing the live ones
 
 
-def _check_inputs(model: CS180UNet, images: Tensor, labels: Tensor | None, config: TrainConfig) -> None:
+def _check_inputs(model: Net, images: Tensor, labels: Tensor | None, config: TrainConfig) -> None:
     if images.ndim != 4 or not images.is_floating_point():
         raise ValueError(f"images must be float (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
     if labels is not None and labels.shape != (images.shape[0],):
@@ -186,7 +247,7 @@ def _check_inputs(model: CS180UNet, images: Tensor, labels: Tensor | None, confi
 
 
 def train(
-    model: CS180UNet,
+    model: Net,
     images: Tensor,  # (N, C, H, W) float in [0, 1]
     labels: Tensor | None,  # (N,) int64, or None for an unconditional model
     config: TrainConfig,
@@ -201,13 +262,16 @@ def train(
     set_memory_format(model, fmt)
     images = images.to(dev)
     labels = labels.to(dev, torch.long) if labels is not None else None
-    abar = linear_schedule(config.num_timesteps, config.beta_start, config.beta_end).alphas_cumprod.to(dev)
+    schedule = make_schedule(config.schedule, config.num_timesteps, config.beta_start, config.beta_end)
+    abar = schedule.alphas_cumprod.to(dev)
     gen = torch.Generator().manual_seed(derived_seed(config.seed, NOISE))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=config.fused_adam or None)
     gamma = config.lr_final_ratio ** (1.0 / config.epochs)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     ema = EMA(model, config.ema_decay)
-    result = TrainResult(model, ema.model)
+    forward: Callable[..., Tensor] = torch.compile(model) if config.compile else model
+    conditioned = model.config["num_classes"] > 0
+    result = TrainResult(model, ema.model, images.shape[0])
     start, step = 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -232,7 +296,14 @@ def train(
         for i in range(steps_per_epoch):
             idx = order[i * B : (i + 1) * B]  # (B,)
             x = images[idx].contiguous(memory_format=fmt)  # (B, C, H, W)
-            loss = _objective_loss(model, x, labels[idx] if labels is not None else None, config, abar, gen)
+            y = labels[idx] if labels is not None else None
+            loss = _objective_loss(forward, x, y, config, abar, gen, conditioned)
+            value = float(loss.item())
+            if not math.isfinite(value):
+                lr = optimizer.param_groups[0]["lr"]
+                raise TrainingDiverged(
+                    f"the loss became {value} at epoch {epoch + 1}, step {i + 1} (learning rate {lr:.3g}): lower `lr`"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
@@ -240,7 +311,6 @@ def train(
             optimizer.step()
             ema.update(model)
             step += 1
-            value = float(loss.item())
             total += value
             result.step_losses.append(value)
             if on_step is not None:

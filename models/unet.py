@@ -13,14 +13,21 @@ One network, configured by what it is conditioned on:
 `CS180UNet` is a diffusers `ModelMixin`, so `save_pretrained` / `from_pretrained` write and read safetensors plus a
 config.json. Weights drawn by the constructor come from the global RNG, as in any PyTorch module; `init_weights`
 re-draws them all from an explicit generator (what training does).
+
+`DiffusersUNet` puts diffusers' `UNet2DModel` (ResNet blocks, self-attention, sinusoidal time embedding: the DDPM
+paper's network, for RGB image folders) behind the same call and config keys, so one training loop and one predictor
+drive both; `load_network` reads a saved network of either kind.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
@@ -209,7 +216,91 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                     fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
                     bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
                     nn.init.uniform_(module.bias, -bound, bound, generator=generator)
-            elif isinstance(module, nn.BatchNorm2d):
-                module.reset_parameters()  # weight 1, bias 0, running mean 0, var 1, count 0
+            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm):
+                module.reset_parameters()  # weight 1, bias 0 (BatchNorm: running mean 0, var 1, count 0)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, generator=generator)  # PyTorch's default: N(0, 1)
             elif any(True for _ in module.parameters(recurse=False)):
                 raise TypeError(f"init_weights does not know how to initialise {type(module).__name__}")
+
+
+TIME_SCALE = 1000.0  # UNet2DModel embeds t sinusoidally at the DDPM paper's scale (0 .. 1000); our t is in [0, 1]
+
+
+class DiffusersUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # as CS180UNet
+    """diffusers' UNet2DModel behind CS180UNet's call, `forward(x, t, c, c_mask)`, and its config keys.
+
+    Levels: the side is halved while it is even and above 4 (32: 32, 16, 8, 4; 64: five levels; 28: 28, 14, 7), with
+    D, 2D, 2D, 2D, 4D, ... channels, two ResNet blocks per level, self-attention at 16 x 16 and below and in the
+    middle block, as the DDPM paper's CIFAR-10 network. A class is a learned embedding of K + 1 rows: row K is the null
+    class that a dropped (c_mask = 0) or missing label becomes. Without time conditioning (the single-step denoiser)
+    the network is given t = 0.
+    """
+
+    @register_to_config  # type: ignore[untyped-decorator]
+    def __init__(
+        self,
+        in_channels: int = 3,  # C: image channels in and out
+        hidden: int = 64,  # D: channels of the first level; a multiple of 8 (GroupNorm groups, attention heads)
+        time_conditioned: bool = True,  # embed t (normalised to [0, 1], scaled by TIME_SCALE)
+        num_classes: int = 0,  # K: class embeddings (plus the null class); 0 = none
+        image_size: int = 32,  # H = W
+        layers_per_block: int = 2,  # ResNet blocks per level
+    ) -> None:
+        super().__init__()
+        if hidden < 8 or hidden % 8 or in_channels < 1 or num_classes < 0:
+            raise ValueError(f"need hidden a multiple of 8, in_channels >= 1, num_classes >= 0; got {hidden}")
+        sides = [image_size]
+        while sides[-1] % 2 == 0 and sides[-1] > 4:
+            sides.append(sides[-1] // 2)
+        if len(sides) < 2:
+            raise ValueError(f"image_size must be even and at least 8, got {image_size}")
+        attention = [side <= 16 for side in sides]
+        self.unet = UNet2DModel(
+            sample_size=image_size,
+            in_channels=in_channels,
+            out_channels=in_channels,
+            block_out_channels=tuple(hidden * (1 if i == 0 else 2 if i < 4 else 4) for i in range(len(sides))),
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+            layers_per_block=layers_per_block,
+            norm_num_groups=math.gcd(32, hidden),
+            attention_head_dim=8,
+            num_class_embeds=num_classes + 1 if num_classes else None,
+        )
+
+    def forward(
+        self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None, c_mask: Tensor | None = None
+    ) -> Tensor:
+        """x (B, C, H, W); t (B,) float in [0, 1]; c (B,) int64 labels; c_mask (B,) 1 = keep the class, 0 = drop."""
+        C, S, K = self.config["in_channels"], self.config["image_size"], self.config["num_classes"]
+        if x.ndim != 4 or x.shape[1:] != (C, S, S):
+            raise ValueError(f"x must have shape (B, {C}, {S}, {S}), got {tuple(x.shape)}")
+        B = x.shape[0]
+        if self.config["time_conditioned"] != (t is not None):
+            raise ValueError(f"this UNet is {'' if self.config['time_conditioned'] else 'not '}time-conditioned")
+        if t is not None and (t.shape != (B,) or not t.is_floating_point()):
+            raise ValueError(f"t must be float of shape ({B},), got {t.dtype} {tuple(t.shape)}")
+        if not K and (c is not None or c_mask is not None):
+            raise ValueError("this UNet is not class-conditioned; got c or c_mask")
+        timestep = (t.to(x.dtype) if t is not None else x.new_zeros(B)) * TIME_SCALE  # (B,)
+        classes = None
+        if K:
+            null = torch.full((B,), K, dtype=torch.long, device=x.device)  # (B,)
+            keep = c_mask.to(x.device) > 0 if c_mask is not None else torch.ones(B, dtype=torch.bool, device=x.device)
+            classes = null if c is None else torch.where(keep, c.to(x.device, torch.long), null)  # (B,)
+        out: Tensor = self.unet(x, timestep, class_labels=classes).sample  # type: ignore[operator]  # (B, C, H, W)
+        return out
+
+
+Net = CS180UNet | DiffusersUNet  # what training, the predictors and the figures take
+
+
+def load_network(path: str | Path) -> Net:
+    """A network saved with `save_pretrained`, of the class its config.json names, on the CPU in eval mode."""
+    name = json.loads((Path(path) / "config.json").read_text())["_class_name"]
+    classes: dict[str, type[Net]] = {"CS180UNet": CS180UNet, "DiffusersUNet": DiffusersUNet}
+    if name not in classes:
+        raise ValueError(f"{path} holds a {name}, not one of {', '.join(classes)}")
+    net: Net = classes[name].from_pretrained(path, low_cpu_mem_usage=False).eval()
+    return net

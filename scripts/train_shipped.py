@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/train_shipped.py mnist-flow|mnist-ddpm|mnist-denoiser [--epochs N] [--hidden D] [--out DIR]
 
-Trains on the first 4,500 digits of mnist-5k (the last 500 are the quality benchmark's held-out set) and saves the
+Trains on 4,500 digits of mnist-5k, 450 of each class (the last 50 of each class are the quality benchmark's
+held-out set) and saves the
 EMA weights with `save_pretrained` into models/checkpoints/<name>/ (config.json + safetensors), beside training.json:
 the command line, every hyperparameter, the loss of each epoch and step, seconds per epoch, versions, date and the
 number of parameters. A resumable state is written to var/train/<name>/state.pt after every epoch; `--resume`
@@ -31,12 +32,12 @@ import diffusers
 import torch
 from tqdm import tqdm
 
-from models.datasets import mnist_5k
+from models.datasets import held_out_split, mnist_5k
 from models.training import TrainConfig, TrainState, build_model, train
 from models.unet import set_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN_SIZE = 4500  # digits 0 .. 4499 train; 4500 .. 4999 are held out
+HELD_OUT_PER_CLASS = 50  # the last 50 digits of each class are held out (bench/classifier.py); 4,500 train
 
 # Sized for two CPU cores: D = 32 and batch 128 take about 0.5 s a step (channels-last beats the default layout by
 # ~15 %; bfloat16 autocast is ~10x slower on a CPU without native bf16). 60 epochs of 36 steps = 2,160 steps: ~18 min.
@@ -98,8 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     state_path.parent.mkdir(parents=True, exist_ok=True)
 
     data = mnist_5k()
-    images = torch.from_numpy(data.images[:TRAIN_SIZE]).float().div(255).unsqueeze(1)  # (4500, 1, 28, 28) in [0, 1]
-    labels = torch.from_numpy(data.labels[:TRAIN_SIZE]).long()  # (4500,)
+    train_idx, held_idx = held_out_split(data.labels, HELD_OUT_PER_CLASS)
+    images = torch.from_numpy(data.images[train_idx]).float().div(255).unsqueeze(1)  # (4500, 1, 28, 28) in [0, 1]
+    labels = torch.from_numpy(data.labels[train_idx]).long()  # (4500,)
+    train_size = len(train_idx)
     model = build_model(config)
     state: TrainState | None = None
     if args.resume and state_path.exists():
@@ -107,14 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         if state["config"] != asdict(config):
             sys.exit(f"{state_path} was written with another config: {state['config']}")
 
-    steps_per_epoch = -(-TRAIN_SIZE // config.batch_size)
+    steps_per_epoch = -(-train_size // config.batch_size)
     done = state["step"] if state is not None else 0
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=done, unit="step", desc=args.name, dynamic_ncols=True)
     last = [time.perf_counter()]
 
     def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
         now = time.perf_counter()
-        rate = min(config.batch_size, TRAIN_SIZE - step * config.batch_size) / max(now - last[0], 1e-9)
+        rate = min(config.batch_size, train_size - step * config.batch_size) / max(now - last[0], 1e-9)
         last[0] = now
         bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss:.4f}", img_s=f"{rate:.0f}", refresh=False)
         bar.update(1)
@@ -134,7 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         "model": args.name,
         "command": shlex.join(sys.orig_argv),
-        "dataset": {"name": "mnist-5k", "train": [0, TRAIN_SIZE], "held_out": [TRAIN_SIZE, len(data.labels)]},
+        "dataset": {
+            "name": "mnist-5k",
+            "train": f"{train_size} digits: all but the last {HELD_OUT_PER_CLASS} of each class",
+            "held_out": f"{len(held_idx)} digits: the last {HELD_OUT_PER_CLASS} of each class",
+        },
         "value_range": [0.0, 1.0],
         "model_time": model_time_note(config),
         "weights": f"EMA (decay {config.ema_decay})",

@@ -6,17 +6,20 @@ A request that passes never reaches a worker only to fail on its input.
 
 import base64
 import binascii
+from pathlib import Path
 
 import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
+from models.datasets import DatasetError, dataset_info
 from service import keys
 from service.catalog import DATASETS, ModelSpec
 from service.errors import InvalidRequest
 from service.images import probe_image, verify_pixels
 from service.job_state import artifact_key, status_and_error
+from service.registry import Registry
 from service.schemas.images import ImageInput
 from service.schemas.jobs import (
     AnagramJob,
@@ -28,11 +31,15 @@ from service.schemas.jobs import (
     JobBase,
     NoiseJob,
     Schedule,
+    TrainJob,
 )
 
+TRAIN_QUEUE = "train"
 
-def check_model(models: dict[str, ModelSpec], req: JobBase) -> ModelSpec:
-    spec = models.get(req.model)
+
+def check_model(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase) -> ModelSpec:
+    """A shipped model, or one the caller trained (another caller's is unknown here)."""
+    spec = models.get(req.model) or Registry(conn).spec(owner, req.model)
     if spec is None:
         raise InvalidRequest.field(["model"], f"unknown model {req.model!r}; GET /v1/models lists them")
     if req.capability not in spec.capabilities:
@@ -99,7 +106,7 @@ def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
         req.steps, req.stride = spec.defaults.get("steps"), spec.defaults.get("stride")
     if isinstance(req, DenoiseJob) and req.method == "iterative" and req.i_start is None:
         req.i_start = 10  # the course's start
-    if isinstance(req, DenoiseJob) and req.method == "one_step" and not spec.classes and req.sigma is None:
+    if isinstance(req, DenoiseJob) and req.method == "one_step" and spec.is_denoiser and req.sigma is None:
         req.sigma = spec.defaults.get("sigma")
 
 
@@ -137,11 +144,11 @@ def check_times(spec: ModelSpec, req: JobBase) -> None:
 
 
 def check_denoise(spec: ModelSpec, req: DenoiseJob) -> None:
-    if req.method == "one_step" and not spec.classes and req.timestep is not None:
+    if req.method == "one_step" and spec.is_denoiser and req.timestep is not None:
         raise InvalidRequest.field(["timestep"], f"{spec.id} denoises z = x + sigma eps; give `sigma`")
-    if req.method in ("one_step", "iterative") and spec.classes and req.sigma is not None:
+    if req.method in ("one_step", "iterative") and not spec.is_denoiser and req.sigma is not None:
         raise InvalidRequest.field(["sigma"], f"{spec.id} is a diffusion model; give `timestep` or `i_start`")
-    if req.method == "one_step" and spec.classes and req.timestep is None and req.i_start is None:
+    if req.method == "one_step" and not spec.is_denoiser and req.timestep is None and req.i_start is None:
         raise InvalidRequest.field(
             ["timestep"], "one-step denoising on a diffusion model needs `timestep` or `i_start`"
         )
@@ -169,8 +176,31 @@ def check_mask(conn: redis.Redis, req: InpaintJob, max_pixels: int) -> None:
         raise InvalidRequest.field(["mask"], f"is {mask[0]}x{mask[1]} but the image is {image[0]}x{image[1]}")
 
 
-def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase, max_pixels: int) -> ModelSpec:
-    spec = check_model(models, req)
+def check_train(req: TrainJob, data_dir: Path) -> None:
+    """The dataset exists here and fits the job (from file headers and listings; nothing is decoded)."""
+    try:
+        info = dataset_info(req.dataset, data_dir)
+    except DatasetError as exc:
+        raise InvalidRequest.field(["dataset"], str(exc)) from exc
+    if not info["available"]:
+        raise InvalidRequest.field(["dataset"], f"not available on this deployment: {info['reason']}")
+    if req.conditioning == "class" and not info["class_names"]:
+        raise InvalidRequest.field(
+            ["conditioning"], f"{req.dataset} has no classes (a folder of class subfolders has); use `time`"
+        )
+    if req.limit is not None and info["size"] is not None and req.limit > info["size"]:
+        raise InvalidRequest.field(["limit"], f"must be at most {info['size']}, the size of {req.dataset}")
+
+
+def admit(
+    conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase, max_pixels: int, data_dir: Path
+) -> str:
+    """Checks the request against this deployment, fills in the model's defaults; returns the queue it goes to.
+    (A train job's name is claimed when it is enqueued: `service.jobs.JobRepo.create`.)"""
+    if isinstance(req, TrainJob):
+        check_train(req, data_dir)
+        return TRAIN_QUEUE
+    spec = check_model(conn, models, owner, req)
     fill_defaults(spec, req)
     check_schedule(spec, req)
     check_classes(spec, req)
@@ -181,4 +211,4 @@ def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobB
         check_image(conn, owner, image, [name], max_pixels)
     if isinstance(req, InpaintJob):
         check_mask(conn, req, max_pixels)
-    return spec
+    return spec.queue

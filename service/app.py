@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service import errors
+from service.admission import TRAIN_QUEUE
 from service.auth import KeyRing
 from service.catalog import builtin_models
 from service.events import JobEvents
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        queues = sorted({m.queue for m in known_models.values()})
+        queues = sorted({m.queue for m in known_models.values()} | {TRAIN_QUEUE})
         tasks = [
             asyncio.create_task(app.state.events.run()),
             asyncio.create_task(run_reaper(conn, settings, queues)),

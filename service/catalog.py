@@ -24,6 +24,7 @@ DIFFUSION = NETWORK_FREE | {
     "hybrid",
 }
 DENOISER = NETWORK_FREE | {"denoise.one_step"}
+UNCONDITIONAL = DIFFUSION - {"anagram", "hybrid"}  # a time-only model has no prompts to combine
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 MNIST_DDPM = {"type": "ddpm", "num_timesteps": 300, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 FLOW = {"type": "flow", "steps": 50}
@@ -42,13 +43,22 @@ class ModelSpec:
     reason: str | None = None  # why the network kinds cannot run now; None when they can
     classes: tuple[str, ...] = ()  # class names, the prompts of a class-conditioned model
     defaults: dict[str, Any] = field(default_factory=dict)  # guidance_scale, stride or steps
-    checkpoint: Path | None = None
+    checkpoint: Path | None = None  # a shipped model's folder (config.json + safetensors)
     shipped: bool = True
     info: dict[str, Any] = field(default_factory=dict)  # training data, size, measured quality
+    objective: str = ""  # what the network predicts: "denoiser" (x from z = x + sigma eps), "ddpm" (eps), "flow" (u)
+    owner: str | None = None  # a trained model's owner (None: shipped, everyone's)
+    checkpoint_key: str | None = None  # a trained model's checkpoint in the artifact store: `<key>/config.json`, ...
+    version: str | None = None  # a trained model's checkpoint version (the id of the job that made it)
 
     @property
     def available(self) -> bool:
         return self.reason is None
+
+    @property
+    def is_denoiser(self) -> bool:
+        """The single-step denoiser: one network call from z = x + sigma eps to x; no noise process of its own."""
+        return self.objective == "denoiser"
 
     @property
     def is_flow(self) -> bool:
@@ -78,6 +88,7 @@ class ModelSpec:
             "classes": list(self.classes),
             "defaults": self.defaults,
             "shipped": self.shipped,
+            "objective": self.objective or None,
             **self.info,
         }
 
@@ -91,12 +102,15 @@ def checkpoints_dir(settings: Settings) -> Path:
     return Path(spec.submodule_search_locations[0]) / "checkpoints"
 
 
+UNLISTED = {"step_losses"}  # thousands of numbers: in training.json on disk, not in every GET /v1/models
+
+
 def _read_info(folder: Path) -> dict[str, Any]:
     info: dict[str, Any] = {}
     for name in ("training", "quality"):
         path = folder / f"{name}.json"
         if path.exists():
-            info[name] = json.loads(path.read_text())
+            info[name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in UNLISTED}
     weights = sorted(folder.glob("*.safetensors"))
     if weights:
         info["size_bytes"] = sum(w.stat().st_size for w in weights)
@@ -111,6 +125,7 @@ def _mnist(
     capabilities: frozenset[str],
     classes: tuple[str, ...],
     defaults: dict[str, Any],
+    objective: str,
 ) -> ModelSpec:
     folder = root / model_id
     if not (folder / "config.json").exists():
@@ -125,6 +140,7 @@ def _mnist(
             classes=classes,
             defaults=defaults,
             reason=f"its checkpoint is missing from {folder}",
+            objective=objective,
         )
     return ModelSpec(
         model_id,
@@ -139,6 +155,7 @@ def _mnist(
         defaults=defaults,
         checkpoint=folder,
         info=_read_info(folder),
+        objective=objective,
     )
 
 
@@ -153,6 +170,7 @@ def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
             DENOISER,
             (),
             {"sigma": 0.5},
+            "denoiser",
         ),
         _mnist(
             root,
@@ -162,6 +180,7 @@ def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
             DIFFUSION,
             MNIST_CLASSES,
             {"guidance_scale": 5.0, "stride": 1},
+            "ddpm",
         ),
         _mnist(
             root,
@@ -171,6 +190,7 @@ def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
             DIFFUSION,
             MNIST_CLASSES,
             {"guidance_scale": 5.0, "steps": 50},
+            "flow",
         ),
     ]
     return {m.id: m for m in models}

@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
 
@@ -20,7 +21,6 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
 from service import keys
-from service.catalog import ModelSpec
 from service.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from service.job_state import iso, status_and_error
 from service.schemas.jobs import JobBase
@@ -28,7 +28,7 @@ from service.schemas.responses import TERMINAL
 from service.settings import Settings
 
 TASK = "worker.tasks.run_job"
-JOB_TIMEOUT_S = {"noise": 600, "denoise": 1800}
+JOB_TIMEOUT_S = {"noise": 600, "denoise": 1800, "train": 7 * 24 * 3600}
 DEFAULT_TIMEOUT_S = 3600
 SCAN_BATCH = 200
 
@@ -64,9 +64,17 @@ class JobRepo:
         return job
 
     def create(
-        self, owner: str, req: JobBase, spec: ModelSpec, idempotency_key: str | None, digest: str
+        self,
+        owner: str,
+        req: JobBase,
+        queue: str,
+        idempotency_key: str | None,
+        digest: str,
+        before_enqueue: Callable[[str], None] | None = None,
     ) -> tuple[RQJob, bool]:
-        """Returns the job and whether it is new (False: the idempotent replay of an earlier POST)."""
+        """Returns the job and whether it is new (False: the idempotent replay of an earlier POST).
+
+        `before_enqueue(job_id)` runs for a new job only, just before it is queued; it may raise to refuse it."""
         job_id = str(uuid.uuid4())
         if idempotency_key is not None:
             idem = keys.idempotency(owner, hashlib.sha256(idempotency_key.encode()).hexdigest())
@@ -79,13 +87,20 @@ class JobRepo:
                     return self.fetch(owner, earlier["job_id"]), False
                 except NotFound:
                     self.conn.set(idem, record, ex=self.settings.artifact_ttl_s)  # its job expired: start anew
-        return self._enqueue(owner, req, spec, job_id), True
+        try:
+            if before_enqueue is not None:
+                before_enqueue(job_id)
+        except Exception:
+            if idempotency_key is not None:
+                self.conn.delete(idem)  # refused: the key stays free for a corrected request
+            raise
+        return self._enqueue(owner, req, queue, job_id), True
 
-    def _enqueue(self, owner: str, req: JobBase, spec: ModelSpec, job_id: str) -> RQJob:
-        queue = self.queue(spec.queue)
+    def _enqueue(self, owner: str, req: JobBase, queue_name: str, job_id: str) -> RQJob:
+        queue = self.queue(queue_name)
         depth = queue.count
         if depth >= self.settings.max_queue_depth:
-            raise Unavailable(f"The {spec.queue} queue is full; retry later.", retry_after=10)
+            raise Unavailable(f"The {queue_name} queue is full; retry later.", retry_after=10)
         if req.seed is None:
             req.seed = secrets.randbits(31)
         params = req.model_dump(mode="json", exclude_none=True)

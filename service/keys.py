@@ -27,3 +27,21 @@ def artifact(job_id: str, name: str) -> str:
 
 def upload_blob(upload_id: str) -> str:
     return f"uploads/{upload_id}"
+
+
+def owner_models(owner: str) -> str:
+    return f"dj:models:{owner}"  # hash: model id -> the trained model's record (JSON)
+
+
+def model_claims(owner: str) -> str:
+    return f"dj:model-claims:{owner}"  # hash: model name -> the id of the train job making it
+
+
+def model_checkpoint(owner: str, model_id: str, version: str) -> str:
+    """A trained model's checkpoint folder in the artifact store (kept until the model is deleted)."""
+    return f"models/{owner}/{model_id}/{version}"
+
+
+def train_state(job_id: str) -> str:
+    """A train job's resumable state after its last epoch, in the artifact store."""
+    return f"train/{job_id}/state.pt"

@@ -2,6 +2,7 @@
 
 - `RedisStore` (default): works when the API and the workers are on different machines.
 - `FileStore`: a folder, e.g. a shared volume; expiry is checked on read and swept by `sweep()`.
+A `ttl_s` of None keeps a blob until it is deleted (the checkpoints of trained models).
 Keys are slash-separated paths of safe characters (`jobs/<id>/image_0.png`); nothing else is accepted.
 """
 
@@ -11,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -33,9 +34,11 @@ def check_key(key: str) -> str:
 
 
 class ArtifactStore(Protocol):
-    def put(self, key: str, data: bytes, media_type: str, ttl_s: int) -> None: ...
+    def put(self, key: str, data: bytes, media_type: str, ttl_s: int | None) -> None: ...
 
     def get(self, key: str) -> Blob | None: ...
+
+    def delete(self, key: str) -> None: ...
 
 
 class RedisStore:
@@ -44,12 +47,17 @@ class RedisStore:
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
 
-    def put(self, key: str, data: bytes, media_type: str, ttl_s: int) -> None:
+    def put(self, key: str, data: bytes, media_type: str, ttl_s: int | None) -> None:
         name = self.prefix + check_key(key)
-        with self.conn.pipeline() as pipe:
+        with self.conn.pipeline() as pipe:  # MULTI/EXEC: a reader sees the old blob or the new one, never half
+            pipe.delete(name)
             pipe.hset(name, mapping={"data": data, "media_type": media_type})
-            pipe.expire(name, ttl_s)
+            if ttl_s is not None:
+                pipe.expire(name, ttl_s)
             pipe.execute()
+
+    def delete(self, key: str) -> None:
+        self.conn.delete(self.prefix + check_key(key))
 
     def get(self, key: str) -> Blob | None:
         data, media_type = self.conn.hmget(self.prefix + check_key(key), ["data", "media_type"])
@@ -69,12 +77,13 @@ class FileStore:
         path = self.root / check_key(key)
         return path, path.with_name(path.name + ".meta.json")
 
-    def put(self, key: str, data: bytes, media_type: str, ttl_s: int) -> None:
+    def put(self, key: str, data: bytes, media_type: str, ttl_s: int | None) -> None:
         path, meta = self._paths(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        expires_at = None if ttl_s is None else time.time() + ttl_s
         for target, content in (
             (path, data),
-            (meta, json.dumps({"media_type": media_type, "expires_at": time.time() + ttl_s}).encode()),
+            (meta, json.dumps({"media_type": media_type, "expires_at": expires_at}).encode()),
         ):
             tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
             tmp.write_bytes(content)
@@ -84,24 +93,33 @@ class FileStore:
         path, meta = self._paths(key)
         try:
             info = json.loads(meta.read_bytes())
-            if info["expires_at"] < time.time():
+            if _expired(info):
                 return None
             return Blob(path.read_bytes(), info["media_type"])
         except FileNotFoundError:
             return None
+
+    def delete(self, key: str) -> None:
+        path, meta = self._paths(key)
+        meta.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def sweep(self) -> int:
         """Deletes expired files; returns how many."""
         removed = 0
         for meta in self.root.rglob("*.meta.json"):
             try:
-                if json.loads(meta.read_bytes())["expires_at"] < time.time():
+                if _expired(json.loads(meta.read_bytes())):
                     meta.with_name(meta.name.removesuffix(".meta.json")).unlink(missing_ok=True)
                     meta.unlink(missing_ok=True)
                     removed += 1
             except (FileNotFoundError, ValueError, KeyError):
                 continue
         return removed
+
+
+def _expired(info: dict[str, Any]) -> bool:
+    return info["expires_at"] is not None and bool(info["expires_at"] < time.time())
 
 
 def make_store(settings: Settings, conn: redis.Redis) -> ArtifactStore:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from models.figures import is_frame
 from models.grid import make_grid
 from models.guidance import CFG, Anagram, Guide, Hybrid
 from models.imageio import encode_gif
@@ -46,7 +47,7 @@ def reporter(
     """Progress (and GIF frames: the first step, every 20th, and the last 8) from the loop's steps."""
 
     def on_step(step: Step) -> None:
-        if frames is not None and (step.index == 1 or step.index % 20 == 0 or step.index > step.total - 8):
+        if frames is not None and is_frame(step.index, step.total):
             frames.append(make_grid(ctx.to_unit(step.x).clamp(0, 1)))
         ctx.hook(stage, done + step.index, total or step.total)
 

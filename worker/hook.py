@@ -29,24 +29,31 @@ class StepHook:
         if self.conn.exists(keys.cancel_flag(self.job.id)):
             raise JobCanceled
 
+    def keep_alive(self) -> None:
+        """Refreshes the heartbeat if it is due: for work between steps (loading data, writing artifacts)."""
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.heartbeat_every:
+            context.heartbeat.get()()
+            self._last_heartbeat = now
+
     def save_meta(self, **fields: Any) -> None:
         """Writes fields of the job's meta and tells waiting requests that the job changed."""
         self.job.meta.update(fields)
         self.job.save_meta()
         self.conn.publish(keys.EVENTS_CHANNEL, self.job.id)
 
-    def __call__(self, stage: str, step: int, total: int) -> None:
+    def __call__(self, stage: str, step: int, total: int, **extra: float | int | None) -> None:
+        """`extra`: more fields of the job's progress (training: epoch, loss, images_per_second, eta_seconds)."""
         self.check_cancel()
+        self.keep_alive()
         now = time.monotonic()
-        if now - self._last_heartbeat >= self.heartbeat_every:
-            context.heartbeat.get()()
-            self._last_heartbeat = now
         if step >= total or now - self._last_progress >= self.progress_every:
             progress = {
                 "stage": stage,
                 "step": step,
                 "total": total,
                 "fraction": round(step / max(total, 1), 4),
+                **extra,
             }
             self.save_meta(progress=progress)
             self._last_progress = now

@@ -100,7 +100,7 @@ def run_one_step(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
-    if model.spec.classes:  # a diffusion model: noise to a time of its process
+    if not model.spec.is_denoiser:  # a diffusion model: noise to a time of its process
         t = (
             float(req.timestep)
             if req.timestep is not None

@@ -1,32 +1,50 @@
-"""What a worker loads once per process and keeps between jobs: each model's noise process and network."""
+"""What a worker loads once per process and keeps between jobs: each model's noise process and network.
 
+Shipped models come from their folders. A trained model comes from the artifact store (its checkpoint is copied once
+to MODELS_DIR/trained/<owner>/<id>/<version>/), looked up in its owner's registry at every job: a cached network is
+used only while the registry still names its version, so a deleted or retrained model is never served stale (and its
+local copy is removed when a job finds it gone). At most MAX_TRAINED trained models stay loaded (the least recently
+used goes first).
+"""
+
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
+import redis
 import torch
 
 from models.guidance import Predict
+from models.inference import chunk_size, chunked, for_inference
 from models.predictors import unet_predictor
 from models.processes import DDPM, Flow, NoiseProcess
 from models.schedules import make_schedule
-from models.unet import CS180UNet
+from models.unet import Net, load_network
 from service.catalog import ModelSpec, builtin_models
+from service.registry import CHECKPOINT_FILES, Registry
 from service.settings import Settings, get_settings
+from service.store import ArtifactStore
 from worker.errors import InputError
+
+MAX_TRAINED = 8
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     spec: ModelSpec
     process: NoiseProcess  # for the forward process of every model, and the loops of diffusion models
-    net: CS180UNet | None  # None until the model's checkpoint ships
+    net: Net | None  # None until the model's checkpoint ships
     device: torch.device
 
     @property
     def predict(self) -> Predict:
         if self.net is None:
             raise InputError(f"{self.spec.id} has no network here: {self.spec.reason}")
-        return unet_predictor(self.net)
+        return chunked(unet_predictor(self.net), chunk_size(self.device))
 
 
 def make_process(spec: ModelSpec) -> NoiseProcess:
@@ -39,8 +57,10 @@ def make_process(spec: ModelSpec) -> NoiseProcess:
 class ModelCache:
     def __init__(self, settings: Settings) -> None:
         self.specs = builtin_models(settings)
+        self.models_dir = settings.models_dir
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._loaded: dict[str, LoadedModel] = {}
+        self._trained: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
 
     def spec(self, model_id: str) -> ModelSpec:
         try:
@@ -48,14 +68,66 @@ class ModelCache:
         except KeyError:
             raise InputError(f"model {model_id!r} is not served by this worker") from None
 
-    def load(self, model_id: str) -> LoadedModel:
+    def load(
+        self,
+        model_id: str,
+        owner: str | None = None,
+        conn: redis.Redis | None = None,
+        store: ArtifactStore | None = None,
+    ) -> LoadedModel:
+        """A shipped model, or (given the owner, Redis and the store) one the owner trained."""
+        if model_id in self.specs or owner is None or conn is None or store is None:
+            return self._shipped(model_id)
+        return self._trained_model(model_id, owner, conn, store)
+
+    def _shipped(self, model_id: str) -> LoadedModel:
         if model_id not in self._loaded:
             spec = self.spec(model_id)
             net = None
             if spec.checkpoint is not None:
-                net = CS180UNet.from_pretrained(spec.checkpoint, low_cpu_mem_usage=False).to(self.device).eval()
+                net = for_inference(load_network(spec.checkpoint), self.device)
             self._loaded[model_id] = LoadedModel(spec, make_process(spec), net, self.device)
         return self._loaded[model_id]
+
+    def _trained_model(self, model_id: str, owner: str, conn: redis.Redis, store: ArtifactStore) -> LoadedModel:
+        key = (owner, model_id)
+        spec = Registry(conn).spec(owner, model_id)
+        if spec is None:
+            self._trained.pop(key, None)
+            shutil.rmtree(self.models_dir / "trained" / owner / model_id, ignore_errors=True)  # its local copy
+            raise InputError(f"model {model_id!r} no longer exists (it was deleted); train it again or pick another")
+        cached = self._trained.get(key)
+        if cached is None or cached.spec.version != spec.version:
+            if cached is not None and cached.spec.version is not None:  # retrained under the same name
+                shutil.rmtree(self.models_dir / "trained" / owner / model_id / cached.spec.version, ignore_errors=True)
+            net = for_inference(load_network(self.fetch(spec, store)), self.device)
+            cached = self._trained[key] = LoadedModel(spec, make_process(spec), net, self.device)
+            while len(self._trained) > MAX_TRAINED:
+                self._trained.popitem(last=False)
+        self._trained.move_to_end(key)
+        return cached
+
+    def fetch(self, spec: ModelSpec, store: ArtifactStore) -> Path:
+        """The trained model's checkpoint folder on this machine, copied from the store once (atomically)."""
+        assert spec.owner is not None and spec.version is not None and spec.checkpoint_key is not None
+        folder = self.models_dir / "trained" / spec.owner / spec.id / spec.version
+        if all((folder / name).is_file() for name in CHECKPOINT_FILES):
+            return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.version}-", dir=folder.parent))
+        try:
+            for name in CHECKPOINT_FILES:
+                blob = store.get(f"{spec.checkpoint_key}/{name}")
+                if blob is None:
+                    raise InputError(f"the checkpoint of model {spec.id!r} is missing from the store; train it again")
+                (tmp / name).write_bytes(blob.data)
+            os.replace(tmp, folder)  # another process may have won the race: then ours is dropped below
+        except OSError:
+            if not all((folder / name).is_file() for name in CHECKPOINT_FILES):
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,8 @@
 """The job function RQ runs (`worker.tasks.run_job`): re-validate, run the kind, record how it ended.
 
-Ends a job itself (no retry) when the caller canceled it or its input cannot be used; re-raises anything else, so
-RQ retries it a bounded number of times (a cause that may pass: a lost worker, CUDA out of memory).
+Ends a job itself (no retry) when the caller canceled it, its input cannot be used, or its training diverged;
+re-raises anything else, so RQ retries it a bounded number of times (a cause that may pass: a lost worker, CUDA out
+of memory). A retried `train` job goes on from its last saved epoch.
 """
 
 import logging
@@ -12,8 +13,9 @@ import torch
 from pydantic import ValidationError
 from rq import get_current_job
 
+from models.training import TrainingDiverged
 from service.job_state import iso
-from service.schemas.jobs import parse_job
+from service.schemas.jobs import TrainJob, parse_job
 from service.settings import get_settings
 from service.store import make_store
 from worker.dispatch import run_kind
@@ -22,6 +24,7 @@ from worker.hook import StepHook
 from worker.kinds import JobContext
 from worker.model_cache import get_cache
 from worker.outputs import Outputs
+from worker.train import run_train
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ def _now() -> str | None:
 def run_job(params: dict[str, Any]) -> None:
     job = get_current_job()
     assert job is not None, "run_job runs inside an RQ worker"
+    if job.meta.get("outcome"):  # it ended already: a run taken for abandoned that finished after all
+        log.warning("job=%s ended %s already; not run again", job.id, job.meta["outcome"])
+        return
     settings = get_settings()
     hook = StepHook(job, job.connection, settings)
     attempt = int(job.meta.get("attempts", 0)) + 1
@@ -41,14 +47,22 @@ def run_job(params: dict[str, Any]) -> None:
     try:
         hook.check_cancel()
         req = parse_job(params)
-        model = get_cache().load(req.model)
         store = make_store(settings, job.connection)
-        ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
-        with torch.inference_mode():
-            result = run_kind(req, ctx)
+        if isinstance(req, TrainJob):
+            result = run_train(req, job, store, hook, settings)
+        else:
+            model = get_cache().load(req.model, str(job.meta.get("owner")), job.connection, store)
+            ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
+            with torch.inference_mode():
+                result = run_kind(req, ctx)
     except JobCanceled:
         log.info("job=%s canceled", job.id)
         hook.save_meta(outcome="canceled", finished_at=_now())
+        return
+    except TrainingDiverged as exc:
+        log.info("job=%s diverged: %s", job.id, exc)
+        error = {"type": "training_diverged", "message": str(exc)}
+        hook.save_meta(outcome="failed", error=error, finished_at=_now())
         return
     except (InputError, ValidationError) as exc:
         log.info("job=%s failed on its input: %s", job.id, exc)

@@ -13,7 +13,8 @@ from service.deps import Conn, Events, Models, Owner, Repo, SettingsDep, Store
 from service.errors import NotFound
 from service.job_state import artifact_key, to_view
 from service.jobs import JobRepo, body_digest
-from service.schemas.jobs import KINDS, AnyJob, JobRequest
+from service.registry import Registry
+from service.schemas.jobs import KINDS, AnyJob, JobRequest, TrainJob
 from service.schemas.responses import TERMINAL, Job, JobList, Status
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -48,8 +49,12 @@ def admit_and_create(
     body: bytes,
 ) -> Job:
     """Everything a submission does in Redis, in one trip to the thread pool."""
-    spec = admit(conn, models, owner, job, settings.max_image_pixels)
-    created, _ = repo.create(owner, job, spec, idempotency_key, body_digest(body))
+    queue = admit(conn, models, owner, job, settings.max_image_pixels, settings.data_dir)
+    claim = None
+    if isinstance(job, TrainJob):
+        name = job.name
+        claim = lambda job_id: Registry(conn).claim(owner, name, job_id, set(models))  # noqa: E731
+    created, _ = repo.create(owner, job, queue, idempotency_key, body_digest(body), claim)
     return to_view(created)
 
 

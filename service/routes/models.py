@@ -1,22 +1,40 @@
-"""The models this deployment can run, and why any cannot run now."""
+"""The models this deployment can run (the shipped ones and the caller's trained ones), and deleting trained ones."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
-from service.deps import Models, Owner
-from service.errors import NotFound
+from service.catalog import ModelSpec
+from service.deps import Conn, Models, Owner, Store
+from service.errors import Conflict, NotFound
+from service.registry import Registry
 from service.schemas.responses import Model, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
+def _find(conn: Conn, models: Models, owner: str, model_id: str) -> ModelSpec:
+    spec = models.get(model_id) or Registry(conn).spec(owner, model_id)
+    if spec is None:
+        raise NotFound(f"No model {model_id!r} of yours or shipped; GET /v1/models lists them.")
+    return spec
+
+
 @router.get("", response_model=ModelList)
-async def list_models(owner: Owner, models: Models) -> ModelList:
-    return ModelList(models=[Model(**spec.describe()) for spec in models.values()])
+async def list_models(owner: Owner, models: Models, conn: Conn) -> ModelList:
+    trained = await run_in_threadpool(Registry(conn).specs, owner)
+    return ModelList(models=[Model(**spec.describe()) for spec in [*models.values(), *trained]])
 
 
 @router.get("/{model_id}", response_model=Model)
-async def get_model(model_id: str, owner: Owner, models: Models) -> Model:
-    spec = models.get(model_id)
-    if spec is None:
-        raise NotFound(f"No model {model_id!r}; GET /v1/models lists them.")
-    return Model(**spec.describe())
+async def get_model(model_id: str, owner: Owner, models: Models, conn: Conn) -> Model:
+    return Model(**(await run_in_threadpool(_find, conn, models, owner, model_id)).describe())
+
+
+@router.delete("/{model_id}", status_code=204, response_class=Response)
+async def delete_model(model_id: str, owner: Owner, models: Models, conn: Conn, store: Store) -> Response:
+    """Deletes a model the caller trained, with its checkpoint; jobs already queued on it then fail."""
+    if model_id in models:
+        raise Conflict(f"{model_id} ships with this deployment and cannot be deleted.")
+    if not await run_in_threadpool(Registry(conn).delete, owner, model_id, store):
+        raise NotFound(f"No model {model_id!r} of yours; GET /v1/models lists them.")
+    return Response(status_code=204)

@@ -13,6 +13,13 @@ class Progress(BaseModel):
     step: int
     total: int
     fraction: float
+    # Training adds these (`step` and `total` then count optimizer steps over the whole run).
+    epoch: int | None = None  # the epoch in progress, from 1
+    epochs: int | None = None
+    epochs_done: int | None = None  # epochs whose checkpoint and state are saved: a retry goes on after them
+    loss: float | None = None  # the last batch's
+    images_per_second: float | None = None
+    eta_seconds: float | None = None  # estimated time left to the last step
 
 
 class Artifact(BaseModel):
@@ -74,6 +81,15 @@ class Model(BaseModel):
     training: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     size_bytes: int | None = None
+    objective: str | None = None  # "denoiser", "ddpm" or "flow"
+    # Trained models (`shipped: false`) add these.
+    dataset: str | None = None
+    conditioning: str | None = None
+    arch: str | None = None
+    created_at: str | None = None
+    job_id: str | None = None  # the train job that made it
+    training_seconds: float | None = None
+    metrics: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):

@@ -1,7 +1,9 @@
 """Smoke tests of the benchmarks' parts: the spec's plain loop and the service's sampler give the same pixels for the
 same seed (the "same pixels" claim of bench/sampling.py), and the quality benchmark's split and Frechet distance."""
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,3 +69,25 @@ def test_frechet_distance_known_answers() -> None:
     assert frechet_distance(a, a + 3.0) == pytest.approx(4 * 9.0, rel=1e-6)  # |mean shift|^2, same covariance
     expected = float(np.trace(np.cov(a, rowvar=False)) + (a.mean(0) ** 2).sum())  # Tr(S + 4S - 2 * 2S) + |mu|^2
     assert frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-6)
+
+
+def test_training_bench_runs_and_its_loops_agree(tmp_path: Path) -> None:
+    from bench.training import main
+
+    args = [
+        "--hidden",
+        "8",
+        "--batch",
+        "16",
+        "--steps",
+        "2",
+        "--bf16-steps",
+        "2",
+        "--no-compile",
+        "--objectives",
+        "flow",
+    ]
+    assert main([*args, "--json", str(tmp_path / "training.json")]) == 0
+    runs = json.loads((tmp_path / "training.json").read_text())["results"]["flow"]
+    assert [r["fp32"] for r in runs] == [True, True, False]  # reference, train, train + bf16
+    assert runs[1]["losses"] == pytest.approx(runs[0]["losses"], rel=1e-5)  # same weights, batches and noise

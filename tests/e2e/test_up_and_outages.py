@@ -63,12 +63,15 @@ def test_up_serves_restarts_a_dead_worker_stops_cleanly_and_keeps_jobs(tmp_path)
         job = httpx.post(url + "/v1/jobs", json=NOISE, headers={"Prefer": "wait=30"}, timeout=60).json()
         assert job["status"] == "succeeded"
         kids = children(up.pid)
-        assert len(kids) == 3, kids  # redis, api, worker
+        assert len(kids) == 4, kids  # redis, api, the mnist worker, the train worker
         assert any("redis-server" in c for c in kids.values())
-        (worker_pid,) = [p for p, c in kids.items() if " worker " in c]
+        assert any(" worker --queue train" in c for c in kids.values())
+        (worker_pid,) = [p for p, c in kids.items() if " worker --queue mnist" in c]
         os.kill(worker_pid, signal.SIGKILL)
         wait_until(
-            lambda: any(" worker " in c and p != worker_pid for p, c in children(up.pid).items()), 30, "a new worker"
+            lambda: any(" worker --queue mnist" in c and p != worker_pid for p, c in children(up.pid).items()),
+            30,
+            "a new worker",
         )
         again = httpx.post(url + "/v1/jobs", json=NOISE, headers={"Prefer": "wait=60"}, timeout=90).json()
         assert again["status"] == "succeeded"

@@ -1,10 +1,24 @@
 import io
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from models.training import OBJECTIVES, TrainConfig, TrainState, build_model, train
+from models.datasets import ImageDataset
+from models.processes import DDPM, Flow
+from models.training import (
+    OBJECTIVES,
+    TrainConfig,
+    TrainingDiverged,
+    TrainState,
+    build_model,
+    dataset_tensors,
+    noise_process,
+    train,
+)
+from models.unet import CS180UNet, DiffusersUNet, load_network
 
 
 def _data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,3 +139,120 @@ def test_objective_and_model_must_agree() -> None:
         train(build_model(_config("denoiser")), images, labels, _config("flow"))
     with pytest.raises(ValueError, match="objective"):
         TrainConfig(objective="score")  # type: ignore[arg-type]
+
+
+def test_a_diverging_run_stops_with_the_reason() -> None:
+    images, labels = _data(64)
+    config = _config("flow", epochs=3, lr=1e12, grad_clip=None)
+    states: list[TrainState] = []
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became nan at epoch 1, step \d \(learning rate 1e\+12\): lower `lr`"
+    ):
+        train(build_model(config), images, labels, config, on_epoch=lambda e, s: states.append(s))
+    assert issubclass(TrainingDiverged, ArithmeticError) and states == []
+
+
+def test_throughput_is_reported() -> None:
+    images, labels = _data(32)
+    config = _config("ddpm", epochs=2)
+    result = train(build_model(config), images, labels, config)
+    assert result.num_images == 32 and len(result.epoch_seconds) == 2
+    assert result.images_per_second == pytest.approx(64 / sum(result.epoch_seconds))
+
+
+def _rgb(n: int = 16, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 3, size, size, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_unet2d_trains_on_rgb_with_every_objective(objective: str) -> None:
+    images, labels = _rgb()
+    config = _config(objective, arch="unet2d", num_classes=0 if objective == "denoiser" else 3, batch_size=8)
+    model = build_model(config, in_channels=3, image_size=16)
+    assert isinstance(model, DiffusersUNet)
+    result = train(model, images, labels, config)
+    assert len(result.step_losses) == 2 and all(np.isfinite(result.step_losses))
+    t = torch.rand(2) if objective != "denoiser" else None
+    c = labels[:2] if objective != "denoiser" else None
+    assert result.ema(images[:2], t, c).shape == (2, 3, 16, 16)
+
+
+def test_unet2d_drops_classes_to_its_null_embedding() -> None:
+    config = _config("flow", arch="unet2d", num_classes=3)
+    net = build_model(config, in_channels=3, image_size=8).eval()
+    x, t = torch.rand(2, 3, 8, 8), torch.rand(2)
+    with torch.no_grad():
+        dropped = net(x, t, torch.tensor([0, 2]), torch.zeros(2))
+        torch.testing.assert_close(dropped, net(x, t))  # no class = the null class
+        assert not torch.allclose(net(x, t, torch.tensor([0, 2])), dropped)
+    assert net.unet.class_embedding.num_embeddings == 4  # type: ignore[union-attr]
+
+
+def test_cs180_unet_trains_on_rgb_32() -> None:
+    images, labels = _rgb(8, 32)
+    config = _config("ddpm", num_classes=3, batch_size=8)
+    result = train(build_model(config, in_channels=3, image_size=32), images, labels, config)
+    assert np.isfinite(result.step_losses).all()
+
+
+def test_schedule_and_loss_change_the_run() -> None:
+    images, labels = _data(16)
+    base = _config("ddpm")
+    losses = {
+        (schedule, loss): train(build_model(c), images, labels, c).step_losses[0]
+        for schedule in ("linear", "cosine")
+        for loss in ("l2", "l1")
+        for c in [replace(base, schedule=schedule, loss=loss)]
+    }
+    assert len(set(losses.values())) == 4
+    assert isinstance(noise_process(replace(base, schedule="cosine")), DDPM)
+    cosine = noise_process(replace(base, schedule="cosine"))
+    assert isinstance(cosine, DDPM) and float(cosine.schedule.betas[-1]) == pytest.approx(0.999)
+    assert isinstance(noise_process(_config("flow")), Flow)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        TrainConfig(arch="resnet")  # type: ignore[arg-type]
+
+
+def test_unet2d_resumes_exactly_and_saves(tmp_path: Path) -> None:
+    images, labels = _rgb()
+    config = _config("ddpm", arch="unet2d", num_classes=3, batch_size=8, epochs=2)
+    straight = train(build_model(config, 3, 16), images, labels, config)
+    states: list[TrainState] = []
+
+    def stop(epoch: int, step: int, steps: int, loss: float) -> None:
+        if epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(build_model(config, 3, 16), images, labels, config, on_step=stop, on_epoch=lambda e, s: states.append(s))
+    resumed = train(build_model(replace(config, seed=5), 3, 16), images, labels, config, state=states[0])
+    _assert_same_weights(resumed.ema.state_dict(), straight.ema.state_dict(), atol=1e-6)
+    resumed.ema.save_pretrained(tmp_path / "net")
+    loaded = load_network(tmp_path / "net")
+    assert isinstance(loaded, DiffusersUNet) and not loaded.training
+    _assert_same_weights(loaded.state_dict(), resumed.ema.state_dict())
+    build_model(_config("flow")).save_pretrained(tmp_path / "cs180")
+    assert isinstance(load_network(tmp_path / "cs180"), CS180UNet)
+
+
+def test_dataset_tensors_are_channels_first_in_unit_range() -> None:
+    gray = ImageDataset(np.full((2, 4, 4), 255, np.uint8), np.array([0, 1]), ("a", "b"))
+    rgb = ImageDataset(np.zeros((3, 4, 4, 3), np.uint8), np.zeros(3, np.int64), ())
+    rgb.images[0, 1, 2] = (0, 51, 255)
+    images, labels = dataset_tensors(gray)
+    assert images.shape == (2, 1, 4, 4) and images.dtype == torch.float32 and images.max() == 1.0
+    assert labels.dtype == torch.int64 and labels.tolist() == [0, 1]
+    images, _ = dataset_tensors(rgb)
+    assert images.shape == (3, 3, 4, 4) and images[0, :, 1, 2].tolist() == pytest.approx([0.0, 0.2, 1.0])
+
+
+def test_fused_adam_follows_the_default_up_to_rounding() -> None:
+    images, labels = _data(48)
+    config = _config("flow")
+    plain = train(build_model(config), images, labels, config)
+    fused = train(build_model(config), images, labels, replace(config, fused_adam=True))
+    assert fused.step_losses == pytest.approx(plain.step_losses, rel=1e-4)
+    # Not every weight: a convolution's bias before BatchNorm gets a zero gradient up to rounding, which Adam
+    # normalises to steps of size lr, so those follow the rounding, not the data.
+    torch.testing.assert_close(fused.model.out.weight, plain.model.out.weight, rtol=0, atol=1e-4)

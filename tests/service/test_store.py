@@ -44,3 +44,16 @@ def test_file_store_sweep_deletes_expired_files(tmp_path):
 def test_keys_that_could_escape_are_refused(key):
     with pytest.raises(ValueError):
         check_key(key)
+
+
+def test_a_blob_without_ttl_stays_until_deleted(store):
+    store.put("models/o/m/v/config.json", b"{}", "application/json", None)
+    store.put("jobs/a/x.png", b"1", "image/png", 1)
+    time.sleep(2.1)
+    blob = store.get("models/o/m/v/config.json")
+    assert blob is not None and blob.data == b"{}"
+    if isinstance(store, FileStore):
+        assert store.sweep() == 1  # the expired one only
+    store.delete("models/o/m/v/config.json")
+    store.delete("models/o/m/v/never-there")
+    assert store.get("models/o/m/v/config.json") is None

@@ -1,0 +1,125 @@
+"""Every kind through HTTP and a real worker on the checkpoints that ship in models/checkpoints.
+
+Tiny random weights (test_generation_kinds.py) check what holds for any weights; here the weights are the shipped
+ones, so the pixels must also mean something: samples read as the class asked, the denoiser denoises. The judge is
+a nearest-class-mean template matcher built from the training digits (84 % on the held-out ones), cheap enough for
+a test; bench/quality.py holds the real measurement (a trained classifier, 1,000 samples).
+"""
+
+import numpy as np
+import pytest
+
+from models.datasets import held_out_split, mnist_5k
+from tests.helpers import artifact, decode, png, submit
+
+FAST = {"mnist-ddpm": {"stride": 10}, "mnist-flow": {"steps": 20}}  # 31 and 20 steps: quick on two CPU cores
+HELD_OUT = {c: int(i) for c, i in ((int(mnist_5k().labels[i]), i) for i in held_out_split(mnist_5k().labels, 50)[1])}
+
+
+def templates() -> np.ndarray:
+    """(10, 784) the mean training digit of each class, centred and normalised."""
+    data = mnist_5k()
+    train, _ = held_out_split(data.labels, 50)
+    pixels = data.images[train].reshape(-1, 784) / 255
+    means = np.stack([pixels[data.labels[train] == c].mean(0) for c in range(10)])
+    return normalised(means)
+
+
+def normalised(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(1, keepdims=True)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def read_as(images: list[np.ndarray]) -> list[int]:
+    """The class whose mean digit each (28, 28) image in [0, 1] is closest to (cosine)."""
+    return list(np.argmax(normalised(np.stack([im.reshape(784) for im in images])) @ templates().T, axis=1))
+
+
+def succeeded(response) -> dict:
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def pngs(client, job: dict, prefix: str = "image_") -> list[np.ndarray]:
+    names = sorted(a["name"] for a in job["artifacts"] if a["name"].startswith(prefix))
+    return [decode(artifact(client, job, name)) for name in names]
+
+
+def test_the_shipped_models_are_listed_with_data_size_and_quality(client):
+    models = {m["id"]: m for m in client.get("/v1/models").json()["models"]}
+    for name in ("mnist-ddpm", "mnist-flow", "mnist-denoiser"):
+        model = models[name]
+        assert model["available"], model
+        training = model["training"]
+        assert training["dataset"]["name"] == "mnist-5k"
+        assert "scripts/train_shipped.py" in training["command"]
+        assert 100_000 < model["size_bytes"] < 10_000_000
+    for name in ("mnist-ddpm", "mnist-flow"):
+        assert models[name]["quality"]["samples"]["class_accuracy"] >= 0.98
+
+
+@pytest.mark.parametrize("model", ["mnist-flow", "mnist-ddpm"])
+def test_samples_read_as_the_class_asked(client, model):
+    asked, images = [], []
+    for digit in range(10):
+        job = succeeded(submit(client, {"kind": "sample", "model": model, "prompt": str(digit), "n": 2, **FAST[model]}))
+        asked += [digit, digit]
+        images += pngs(client, job)
+    hits = sum(a == r for a, r in zip(asked, read_as(images), strict=True))
+    assert hits >= 16, (asked, read_as(images))  # the template matcher reads 84 % of real held-out digits
+
+
+def test_the_denoiser_brings_a_noisy_digit_closer_to_the_clean_one(client):
+    index = HELD_OUT[3]
+    body = {
+        "kind": "denoise",
+        "model": "mnist-denoiser",
+        "method": "one_step",
+        "image": {"dataset": "mnist-5k", "index": index},
+        "sigma": 0.5,
+        "seed": 0,
+    }
+    job = succeeded(submit(client, body))
+    clean = mnist_5k().images[index] / 255
+    noisy, denoised = decode(artifact(client, job, "noisy.png")), decode(artifact(client, job, "image_0.png"))
+    assert np.abs(denoised - clean).mean() < 0.5 * np.abs(noisy - clean).mean()
+
+
+@pytest.mark.parametrize("model", ["mnist-flow", "mnist-ddpm"])
+def test_every_loop_kind_round_trips(client, model):
+    digit = {"dataset": "mnist-5k", "index": HELD_OUT[7]}
+    fast = FAST[model]
+    noise = {"sigmas": [0.5]} if model == "mnist-flow" else {"timesteps": [150]}
+    succeeded(submit(client, {"kind": "noise", "model": model, "image": digit, **noise}))
+    succeeded(
+        submit(client, {"kind": "denoise", "model": model, "method": "iterative", "image": digit, "i_start": 5, **fast})
+    )
+    job = succeeded(
+        submit(client, {"kind": "img2img", "model": model, "image": digit, "i_start": [10, 15], "prompt": "7", **fast})
+    )
+    assert read_as(pngs(client, job)) == [7, 7]  # late starts keep the digit
+    mask = np.zeros((28, 28), np.uint8)
+    mask[14:] = 255
+    upload = client.post("/v1/uploads", content=png(mask), headers={"Content-Type": "image/png"}).json()
+    job = succeeded(
+        submit(
+            client,
+            {
+                "kind": "inpaint",
+                "model": model,
+                "image": digit,
+                "prompt": "7",
+                "mask": {"upload_id": upload["id"]},
+                **fast,
+            },
+        )
+    )
+    (out,) = pngs(client, job)
+    assert np.array_equal(out[:14], mnist_5k().images[HELD_OUT[7]][:14] / 255)
+    job = succeeded(
+        submit(client, {"kind": "anagram", "model": model, "prompts": ["6", "9"], "view": "rotate_180", **fast})
+    )
+    assert np.array_equal(np.rot90(pngs(client, job)[0], 2), pngs(client, job, "view_")[0])
+    succeeded(submit(client, {"kind": "hybrid", "model": model, "prompts": ["1", "8"], **fast}))

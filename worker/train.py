@@ -1,0 +1,127 @@
+"""The `train` kind in a worker: a training run (worker/trainer.py) whose outputs go to the artifact store, whose
+progress and cancel go through the step hook, and whose model is registered the moment the job succeeds.
+
+The resumable state after each epoch is a blob of the store (`train/<job id>/state.pt`, written in one MULTI/EXEC),
+so a retried job (its worker was killed) goes on after the last saved epoch, on this worker or any other. The job
+ends without a model when it is canceled (it keeps the last epoch's checkpoint and artifacts), when its loss
+diverges, or when its dataset cannot be used; its name is then free again.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from rq.job import Job as RQJob
+
+from models.datasets import DatasetError
+from models.training import TrainingDiverged
+from service import keys
+from service.job_state import iso
+from service.registry import CHECKPOINT_FILES, Registry, schedule_of
+from service.schemas.jobs import TrainJob
+from service.settings import Settings
+from service.store import ArtifactStore
+from worker.errors import InputError, JobCanceled
+from worker.hook import StepHook
+from worker.outputs import Outputs
+from worker.trainer import Progress, Trained, load_data, run_training
+
+log = logging.getLogger(__name__)
+
+
+class JobSink:
+    """A run's outputs as a job's: artifacts, progress and cancel, and the state, in the store."""
+
+    def __init__(self, job: RQJob, store: ArtifactStore, hook: StepHook, ttl_s: int) -> None:
+        self.job, self.store, self.hook, self.ttl_s = job, store, hook, ttl_s
+        self.outputs = Outputs(job, store, hook, ttl_s)
+        self.epochs_done = 0  # epochs whose state is saved: a retry goes on after them
+
+    def artifact(self, name: str, data: bytes, media_type: str) -> None:
+        self.hook.keep_alive()
+        self.outputs.save(name, data, media_type)
+
+    def load_state(self) -> bytes | None:
+        blob = self.store.get(keys.train_state(self.job.id))
+        return blob.data if blob is not None else None
+
+    def save_state(self, data: bytes) -> None:
+        self.hook.keep_alive()
+        self.store.put(keys.train_state(self.job.id), data, "application/octet-stream", self.ttl_s)
+        self.epochs_done += 1
+
+    def training(self, p: Progress) -> None:
+        self.epochs_done = max(self.epochs_done, p.epoch - 1)
+        self.hook(
+            "training",
+            p.step,
+            p.total,
+            epoch=p.epoch,
+            epochs=p.epochs,
+            epochs_done=self.epochs_done,
+            loss=round(p.loss, 6),
+            images_per_second=round(p.images_per_second, 1),
+            eta_seconds=round(p.eta_seconds, 1),
+        )
+
+    def sampling(self, epoch: int, step: int, total: int) -> None:
+        self.hook("sampling", step, total, epoch=epoch, epochs_done=self.epochs_done)
+
+
+def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dict[str, Any]:
+    """The registry's record of the model a job made (service/registry.py reads it)."""
+    s = trained.summary
+    return {
+        "id": req.name,
+        "owner": owner,
+        "version": job.id,
+        "job_id": job.id,
+        "checkpoint_key": keys.model_checkpoint(owner, req.name, job.id),
+        "description": f"{req.objective} UNet ({req.conditioning} conditioning, D = {req.hidden}) on {req.dataset}",
+        "dataset": req.dataset,
+        "objective": req.objective,
+        "conditioning": req.conditioning,
+        "arch": req.arch,
+        "sigma": req.sigma,
+        "classes": s["classes"],
+        "image_size": s["image_size"],
+        "channels": s["channels"],
+        "schedule": schedule_of(req.objective, req.schedule),
+        "size_bytes": s["size_bytes"],
+        "training_seconds": s["training_seconds"],
+        "metrics": {
+            k: s[k] for k in ("final_loss", "epoch_losses", "images_per_second", "epochs", "steps", "num_parameters")
+        },
+        "created_at": iso(datetime.now(UTC)),
+    }
+
+
+def run_train(req: TrainJob, job: RQJob, store: ArtifactStore, hook: StepHook, settings: Settings) -> dict[str, Any]:
+    """Runs the job to its model; raises JobCanceled, InputError or TrainingDiverged to end it without one, and
+    anything else to have it retried (its state is kept for that)."""
+    owner = str(job.meta["owner"])
+    registry = Registry(job.connection)
+    done = registry.record(owner, req.name)
+    if done is not None and done["job_id"] == job.id:  # an earlier attempt registered it, then its worker died
+        log.info("job=%s registered model %s already", job.id, req.name)
+        return {"model": req.name, **done["metrics"], "training_seconds": done["training_seconds"]}
+    try:
+        try:
+            data = load_data(req, settings.data_dir)
+        except DatasetError as exc:
+            raise InputError(str(exc)) from exc
+        hook.keep_alive()
+        sink = JobSink(job, store, hook, settings.artifact_ttl_s)
+        trained = run_training(req, data, sink, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    except (JobCanceled, InputError, TrainingDiverged):
+        store.delete(keys.train_state(job.id))
+        registry.release(owner, req.name, job.id)
+        raise
+    record = model_record(req, job, owner, trained)
+    for name, media_type in CHECKPOINT_FILES.items():
+        store.put(f"{record['checkpoint_key']}/{name}", trained.checkpoint[name], media_type, None)
+    registry.register(owner, record)
+    store.delete(keys.train_state(job.id))
+    log.info("job=%s registered model %s of %s", job.id, req.name, owner)
+    return trained.summary

@@ -1,0 +1,334 @@
+"""A training run, shared by the worker's `train` jobs and `diffusion-jobs train`: the data, the network, the loop of
+`models.training`, and every CS180 part B deliverable, each written as soon as it exists.
+
+No Redis here. Where artifacts, the resumable state and progress go is the caller's `Sink`: the artifact store and
+the step hook in a worker (worker/train.py), a folder and a progress bar on the command line.
+
+Per epoch, in this order: the EMA checkpoint (`config.json`, `diffusion_pytorch_model.safetensors`), `loss.png`,
+`metrics.json`, `epoch_{k}.png` when k is a sample epoch (and `frames.gif` at the last epoch), then the resumable
+state. A run stopped anywhere keeps the last finished epoch's checkpoint and artifacts; a run started again with the
+state goes on after that epoch, with the same weights, optimizer, schedule, EMA and random streams.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.datasets import DatasetError, ImageDataset, load_dataset
+from models.figures import (
+    class_samples,
+    denoised_figure,
+    loss_figure,
+    mean_image,
+    noising_figure,
+    ood_figure,
+    pure_noise_figure,
+    uncond_samples,
+)
+from models.grid import make_grid
+from models.imageio import encode_gif, encode_png
+from models.sampling import Step
+from models.training import TrainConfig, TrainState, build_model, dataset_tensors, noise_process, train
+from models.unet import Net, set_memory_format
+from service.schemas.jobs import TrainJob
+
+FIGURE_IMAGES = 8  # test images in the noising and denoising figures
+PER_CLASS = 4  # samples of each class in a class model's epoch figure (the spec's 4)
+UNCOND_SAMPLES = 40  # samples in an unconditional model's epoch figure (the spec's 40)
+CHECKPOINT = {"config.json": "application/json", "diffusion_pytorch_model.safetensors": "application/octet-stream"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is, after each optimizer step."""
+
+    epoch: int  # the epoch in progress, from 1
+    epochs: int
+    step: int  # optimizer steps done in the whole run (earlier attempts included)
+    total: int  # optimizer steps of the whole run
+    loss: float  # this step's
+    images_per_second: float  # over this attempt
+    eta_seconds: float  # to the last step, at this attempt's rate
+
+
+class Sink(Protocol):
+    """Where a run's outputs go."""
+
+    def artifact(self, name: str, data: bytes, media_type: str) -> None: ...
+
+    def load_state(self) -> bytes | None: ...  # the state of an earlier attempt of this run, if any
+
+    def save_state(self, data: bytes) -> None: ...  # atomically: a reader sees the old state or the new one
+
+    def training(self, progress: Progress) -> None: ...  # once per step; raise to stop the run
+
+    def sampling(self, epoch: int, step: int, total: int) -> None: ...  # per step of a figure's loop; may raise
+
+
+@dataclass(frozen=True)
+class TrainData:
+    images: Tensor  # (N, C, H, W) float in [0, 1]
+    labels: Tensor | None  # (N,) int64, None for a model without classes
+    class_names: tuple[str, ...]  # the prompts of a class model; () otherwise
+    test_images: Tensor  # (FIGURE_IMAGES, C, H, W): the test split's where the dataset has one
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+@dataclass
+class Trained:
+    """What a finished run made: the checkpoint's files, and the summary that becomes the job's result."""
+
+    checkpoint: dict[str, bytes]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def subset(data: ImageDataset, limit: int | None) -> ImageDataset:
+    """`limit` items evenly spaced through the dataset (mnist-5k is sorted by label: a prefix would be one digit)."""
+    if limit is None or limit >= len(data.labels):
+        return data
+    index = np.unique(np.linspace(0, len(data.labels) - 1, limit).round().astype(np.int64))
+    return ImageDataset(data.images[index], data.labels[index], data.class_names)
+
+
+def load_data(req: TrainJob, data_dir: Path | None) -> TrainData:
+    """The job's training items as tensors, and the images its figures show. Raises DatasetError."""
+    full = load_dataset(req.dataset, data_dir, req.image_size)
+    images, labels = dataset_tensors(subset(full, req.limit))
+    try:
+        test = load_dataset(req.dataset, data_dir, req.image_size, split="test")
+    except DatasetError:  # mnist-5k, folders, or an IDX dataset without its test files: the training items
+        test = full
+    test_images, _ = dataset_tensors(subset(test, FIGURE_IMAGES))
+    conditioned = req.conditioning == "class"
+    return TrainData(images, labels if conditioned else None, full.class_names if conditioned else (), test_images)
+
+
+def train_config(req: TrainJob, num_classes: int, device: torch.device) -> TrainConfig:
+    assert req.seed is not None, "the service or the command line draws one"
+    return TrainConfig(
+        objective=req.objective,
+        epochs=req.num_epochs,
+        batch_size=req.batch_size or 1,
+        lr=req.lr,
+        hidden=req.hidden or 1,
+        num_classes=num_classes,
+        modulation="mul" if req.objective == "flow" and req.conditioning == "time" else "add",  # the flow spec's
+        p_uncond=req.p_uncond,
+        sigma=req.sigma or 0.5,
+        ema_decay=req.ema_decay,
+        grad_clip=req.grad_clip or None,
+        seed=req.seed,
+        channels_last=device.type == "cpu",  # ~15 % faster on a CPU (scripts/train_shipped.py)
+        arch=req.arch or "cs180",
+        schedule=req.schedule,
+        loss=req.loss,
+    )
+
+
+def state_bytes(state: TrainState) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+SPEED_ONLY = ("bf16", "channels_last", "fused_adam")  # config fields that change speed, not what is learned
+
+
+def read_state(data: bytes | None, config: TrainConfig) -> TrainState | None:
+    """An earlier attempt's state, if it was written by this run's config (anything else starts afresh), on a device
+    of any kind: what is learned does not depend on the fields in SPEED_ONLY."""
+    if data is None:
+        return None
+    state: TrainState = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    saved, wanted = dict(state.get("config", {})), asdict(config)
+    for name in SPEED_ONLY:
+        saved.pop(name, None)
+        wanted.pop(name, None)
+    if saved != wanted:
+        return None
+    state["config"] = asdict(config)
+    return state
+
+
+def checkpoint_files(net: Net) -> dict[str, bytes]:
+    """The network as `save_pretrained` writes it: config.json and diffusion_pytorch_model.safetensors."""
+    set_memory_format(net, torch.contiguous_format)  # safetensors wants contiguous tensors
+    with tempfile.TemporaryDirectory() as tmp:
+        net.save_pretrained(tmp)
+        return {name: (Path(tmp) / name).read_bytes() for name in CHECKPOINT}
+
+
+def to_device(net: Net, device: torch.device) -> Net:
+    """`net.to(device)`, typed (diffusers' ModelMixin types `to` as its own wrapper)."""
+    moved: Net = nn.Module.to(net, device)
+    return moved
+
+
+class Run:
+    """One attempt at a training run; `go()` runs it to the end (or until the sink raises)."""
+
+    def __init__(self, req: TrainJob, data: TrainData, sink: Sink, device: torch.device) -> None:
+        self.req, self.data, self.sink, self.device = req, data, sink, device
+        self.config = train_config(req, len(data.class_names), device)
+        self.steps_per_epoch = math.ceil(len(data.images) / self.config.batch_size)
+        self.total = self.config.epochs * self.steps_per_epoch
+        self.state = read_state(sink.load_state(), self.config)
+        self.start_epoch = self.state["epoch"] if self.state is not None else 0
+        self.began = time.perf_counter()
+        self.figure_seconds = 0.0  # spent on epochs' artifacts: not training, so not in images per second
+        self.images_done = 0
+        self.frames: list[Tensor] = []
+
+    def seed(self) -> int:
+        assert self.req.seed is not None
+        return self.req.seed
+
+    def figures_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed())
+
+    def ema_net(self, weights: dict[str, Tensor]) -> Net:
+        net = build_model(self.config, self.data.channels, self.data.image_size)
+        net.load_state_dict(weights)
+        return to_device(net, self.device).eval()
+
+    def on_step(self, epoch: int, i: int, steps: int, loss: float) -> None:
+        self.images_done += min(self.config.batch_size, len(self.data.images) - i * self.config.batch_size)
+        done = epoch * steps + i + 1
+        elapsed = max(time.perf_counter() - self.began - self.figure_seconds, 1e-9)
+        steps_here = done - self.start_epoch * steps
+        eta = (self.total - done) * elapsed / max(steps_here, 1)
+        self.sink.training(
+            Progress(epoch + 1, self.config.epochs, done, self.total, loss, self.images_done / elapsed, eta)
+        )
+
+    def on_epoch(self, epoch: int, state: TrainState) -> None:
+        began = time.perf_counter()
+        try:
+            self.epoch_outputs(epoch + 1, state)
+        finally:
+            self.figure_seconds += time.perf_counter() - began
+
+    def epoch_outputs(self, k: int, state: TrainState) -> None:
+        net = self.ema_net(state["ema"])
+        for name, data in checkpoint_files(net).items():
+            self.sink.artifact(name, data, CHECKPOINT[name])
+        title = f"{self.req.name}: {self.req.objective} ({self.req.conditioning}) on {self.req.dataset}"
+        self.sink.artifact("loss.png", loss_figure(state["step_losses"], self.steps_per_epoch, title), "image/png")
+        self.sink.artifact("metrics.json", json.dumps(self.metrics(state), indent=1).encode(), "application/json")
+        if k in (self.req.sample_epochs or []) or k == self.config.epochs:
+            self.epoch_figure(net, k)
+        self.sink.save_state(state_bytes(state))  # last: an epoch counts as done once its artifacts are out
+
+    def epoch_figure(self, net: Net, k: int) -> None:
+        """epoch_{k}.png: denoised test images (denoiser), 4 samples of each class, or 40 samples."""
+        if self.config.objective == "denoiser":
+            grid = denoised_figure(net, self.data.test_images, self.config.sigma, self.figures_generator())
+        else:
+            process = noise_process(self.config)
+            times = process.times(self.req.sample_steps)
+
+            def on_step(step: Step) -> None:
+                self.sink.sampling(k, step.index, step.total)
+
+            if self.data.class_names:
+                images, self.frames = class_samples(
+                    net, process, times, len(self.data.class_names), PER_CLASS, seed=self.seed(), on_step=on_step
+                )
+                grid = make_grid(images, nrow=len(self.data.class_names))
+            else:
+                images, self.frames = uncond_samples(net, process, times, UNCOND_SAMPLES, self.seed(), on_step)
+                grid = make_grid(images, nrow=8)
+        if k in (self.req.sample_epochs or []):
+            self.sink.artifact(f"epoch_{k}.png", encode_png(grid), "image/png")
+
+    def metrics(self, state: TrainState) -> dict[str, Any]:
+        n = len(self.data.images)
+        seconds = state["epoch_seconds"]
+        return {
+            "epochs_done": state["epoch"],
+            "epochs": self.config.epochs,
+            "steps": state["step"],
+            "steps_per_epoch": self.steps_per_epoch,
+            "num_images": n,
+            "epoch_losses": [round(v, 6) for v in state["epoch_losses"]],
+            "epoch_seconds": [round(s, 3) for s in seconds],
+            "epoch_images_per_second": [round(n / s, 1) if s > 0 else None for s in seconds],
+            "images_per_second": round(n * len(seconds) / sum(seconds), 1) if sum(seconds) > 0 else None,
+            "training_seconds": round(sum(seconds), 3),
+            "start_epoch": self.start_epoch,  # where this attempt began: > 0 after a resume
+            "lr": self.config.learning_rate,
+            "device": self.device.type,
+        }
+
+    def final_figures(self, net: Net) -> None:
+        gen = self.figures_generator()
+        if self.config.objective == "denoiser":
+            test = self.data.test_images
+            self.sink.artifact("ood.png", encode_png(ood_figure(net, test[:4], generator=gen)), "image/png")
+            self.sink.artifact("pure_noise.png", encode_png(pure_noise_figure(net, 8, gen)), "image/png")
+            self.sink.artifact("mean_image.png", encode_png(mean_image(self.data.images)), "image/png")
+        elif self.frames:
+            self.sink.artifact("frames.gif", encode_gif(self.frames, duration_ms=80), "image/gif")
+
+    def go(self) -> Trained:
+        """Runs the epochs left; raises models.training.TrainingDiverged, or what the sink raises to stop."""
+        if self.state is None:
+            noising = noising_figure(self.data.test_images, generator=self.figures_generator())
+            self.sink.artifact("noising.png", encode_png(noising), "image/png")
+        model = to_device(build_model(self.config, self.data.channels, self.data.image_size), self.device)
+        result = train(
+            model,
+            self.data.images,
+            self.data.labels,
+            self.config,
+            on_step=self.on_step,
+            on_epoch=self.on_epoch,
+            state=self.state,
+        )
+        net = result.ema.eval()
+        self.final_figures(net)
+        files = checkpoint_files(net)
+        seconds = sum(result.epoch_seconds)
+        summary = {
+            "model": self.req.name,
+            "epochs": self.config.epochs,
+            "steps": len(result.step_losses),
+            "steps_per_epoch": self.steps_per_epoch,
+            "start_epoch": self.start_epoch,
+            "resumed": self.start_epoch > 0,
+            "num_images": len(self.data.images),
+            "final_loss": round(result.epoch_losses[-1], 6) if result.epoch_losses else None,
+            "epoch_losses": [round(v, 6) for v in result.epoch_losses],
+            "training_seconds": round(seconds, 3),
+            "images_per_second": round(result.images_per_second, 1),
+            "num_parameters": sum(p.numel() for p in net.parameters()),
+            "size_bytes": len(files["diffusion_pytorch_model.safetensors"]),
+            "classes": list(self.data.class_names),
+            "image_size": self.data.image_size,
+            "channels": self.data.channels,
+        }
+        return Trained(files, summary)
+
+
+def run_training(req: TrainJob, data: TrainData, sink: Sink, device: torch.device | None = None) -> Trained:
+    """Trains the model `req` describes on `data`, resuming from the sink's state if it has one (see module doc)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return Run(req, data, sink, device).go()
