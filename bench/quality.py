@@ -71,7 +71,7 @@ from models.sampling import Inpaint, generators, sample_loop, start
 from models.unet import CS180UNet
 from models.views import VIEWS
 
-GUIDANCE = 5.0
+GUIDANCE = 5.0  # the spec's gamma; --guidance changes it
 ANAGRAMS = [(6, 9, "rotate_180"), (9, 6, "flip"), (1, 7, "flip")]  # (upright, under the view, view)
 HYBRIDS = [(1, 8), (0, 6)]  # (seen from afar: low frequencies, up close: high frequencies)
 HYBRID_KERNEL, HYBRID_SIGMA = 33, 2.0  # the service's defaults (service/schemas/jobs.py HybridJob)
@@ -159,7 +159,7 @@ def cfg_quality(
         subject,
         n,
         args.seed + SEEDS["cfg"],
-        sliced(CFG, classes, uncond, scale=GUIDANCE),
+        sliced(CFG, classes, uncond, scale=args.guidance),
         args.batch,
         f"{subject.name} CFG",
     )
@@ -172,7 +172,7 @@ def cfg_quality(
     floor_same_n = frechet_distance(refs.train[subset], refs.held_out)
     return {
         "n": n,
-        "guidance_scale": GUIDANCE,
+        "guidance_scale": args.guidance,
         "steps": len(subject.times) - 1,
         "seed": args.seed + SEEDS["cfg"],
         "class_accuracy": float(hits.float().mean()),
@@ -194,7 +194,7 @@ def anagram_quality(subject: Subject, judge: Judge, args: argparse.Namespace, sa
             subject,
             n,
             args.seed + SEEDS["anagram"] + 1000 * k,
-            sliced(Anagram, p1, p2, uncond, view=view, scale=GUIDANCE),
+            sliced(Anagram, p1, p2, uncond, view=view, scale=args.guidance),
             args.batch,
             f"{subject.name} anagram {first}/{second} {view_name}",
         )
@@ -227,7 +227,7 @@ def hybrid_quality(subject: Subject, judge: Judge, args: argparse.Namespace, sav
             subject,
             n,
             args.seed + SEEDS["hybrid"] + 1000 * k,
-            sliced(Hybrid, lo, hi, uncond, kernel_size=HYBRID_KERNEL, sigma=HYBRID_SIGMA, scale=GUIDANCE),
+            sliced(Hybrid, lo, hi, uncond, kernel_size=HYBRID_KERNEL, sigma=HYBRID_SIGMA, scale=args.guidance),
             args.batch,
             f"{subject.name} hybrid {low}/{high}",
         )
@@ -262,7 +262,7 @@ def inpaint_check(
         subject,
         n,
         args.seed + SEEDS["inpaint"],
-        sliced(CFG, classes, uncond, scale=GUIDANCE),
+        sliced(CFG, classes, uncond, scale=args.guidance),
         args.batch,
         f"{subject.name} inpaint",
         lambda s, gens: Inpaint(subject.process, original[s], mask[s], gens),
@@ -400,6 +400,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="mnist-ddpm,mnist-flow", help="comma-separated (default both)")
     p.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="folder of <model>/config.json")
+    p.add_argument("--guidance", type=float, default=GUIDANCE, help=f"CFG gamma of every sample (default {GUIDANCE:g})")
     p.add_argument("--per-class", type=int, default=100, help="CFG samples of each class (default 100)")
     p.add_argument("--anagram-n", type=int, default=50, help="samples of each anagram pair (default 50)")
     p.add_argument("--hybrid-n", type=int, default=50, help="samples of each hybrid pair (default 50)")
