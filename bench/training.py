@@ -238,7 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=8, help="steps per loop, the first a warm-up (default 8)")
     p.add_argument("--objectives", default="flow,ddpm", help="comma-separated (default flow,ddpm)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile loop")
-    p.add_argument("--bf16-steps", type=int, default=3, help="steps of the bf16 loop, the first a warm-up (default 3)")
+    p.add_argument(
+        "--bf16-steps", type=int, default=8, help="steps of the bf16 loop, the first a warm-up (default 8: 2 misled)"
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write every figure here")
