@@ -82,7 +82,16 @@ class DDPM:
         x0 = self.preview(x, est, t)
         # (3) the posterior mean, from the clean estimate and x_t
         mean = (math.sqrt(abar_next) * beta / (1 - abar)) * x0 + (math.sqrt(alpha) * (1 - abar_next) / (1 - abar)) * x
-        return mean if noise is None else mean + math.sqrt(beta) * noise  # (3) + sqrt(beta_t) z
+        return mean if noise is None else mean + math.sqrt(self.variance(t, t_next)) * noise  # (3) + sigma z
+
+    def variance(self, t: float, t_next: float) -> float:
+        """sigma^2 of the step's noise: beta_t for one schedule step (B.2, the spec); over a stride the posterior's
+        own variance beta_tilde = (1 - abar_t') / (1 - abar_t) beta, since beta over a stride (the variance of the
+        whole forward jump) puts back most of the noise just removed: the last strided step would leave visible grain.
+        """
+        abar, abar_next = self.abar(t), self.abar(t_next)
+        beta = 1 - abar / abar_next
+        return beta if t - t_next <= 1 else (1 - abar_next) / (1 - abar) * beta
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,13 @@ def test_on_step_reports_every_step_with_a_preview():
     )
     assert [s.index for s in steps] == [1, 2, 3, 4] and steps[0].total == 4
     assert torch.allclose(steps[0].preview(), X1, atol=1e-5)  # the oracle's clean estimate is the data
+
+
+def test_ddpm_noise_is_the_specs_beta_for_one_step_and_the_posterior_variance_over_a_stride():
+    process = DDPM(linear_schedule(300))
+    betas = linear_schedule(300).betas
+    assert process.variance(200, 199) == pytest.approx(float(betas[200]), rel=1e-3)  # B.2: sigma^2 = beta_t
+    abar = linear_schedule(300).alphas_cumprod
+    beta = 1 - float(abar[30] / abar[0])  # the jump 30 -> 0
+    assert process.variance(30, 0) == pytest.approx(float((1 - abar[0]) / (1 - abar[30])) * beta, rel=1e-5)
+    assert process.variance(30, 0) < 0.01 * beta  # almost no noise is put back into the last image
