@@ -1,4 +1,6 @@
-"""A small LeNet-style MNIST classifier: the quality benchmark's judge (class accuracy) and feature extractor (FD).
+"""Trains the digit judge of models/judge.py (a LeNet): the quality benchmark's class reader and feature extractor.
+
+    .venv/bin/python bench/classifier.py --export models/checkpoints/judge-mnist   # the shipped judge
 
 The split: mnist-5k is sorted by label (digits 0 .. 4499 are the classes 0 to 8, 4500 .. 4999 are all nines), so
 "the first 4,500" would hold out one whole class. Here the last 50 digits of each class are held out (500 in all)
@@ -9,28 +11,35 @@ hyperparameters, so a rerun loads them and a change to that code trains afresh.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, this file's folder comes first on sys.path, where bench/queue.py would shadow the standard
+# library's `queue`; put the repository root there instead (bench/ is then a namespace package).
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
 import hashlib
 import inspect
 import json
 import math
-import sys
-import warnings
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
-from torch import Tensor, nn
+from safetensors.torch import save_file
+from torch import Tensor
 from tqdm import tqdm
 
-from models.datasets import held_out_split, mnist_5k
+from models.judge import JUDGE_DIR, WEIGHTS, LeNet, digits, features, frechet_distance, logits, split
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "var" / "bench" / "classifier.pt"
-HELD_OUT_PER_CLASS = 50  # the last 50 digits of each class are held out; the other 450 per class train
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+__all__ = ["Judge", "digits", "features", "frechet_distance", "load_judge", "logits", "split"]
 
 
 @dataclass(frozen=True)
@@ -47,48 +56,12 @@ class ClassifierConfig:
     seed: int = 0
 
 
-class LeNet(nn.Module):
-    """conv(5x5, 32) - pool - conv(5x5, 64) - pool - fc(128) - fc(10); inputs (B, 1, 28, 28) in [0, 1]."""
-
-    def __init__(self, features: int = 128, dropout: float = 0.3) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)  # (B, 32, 28, 28) -> pool (B, 32, 14, 14)
-        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)  # (B, 64, 14, 14) -> pool (B, 64, 7, 7)
-        self.fc1 = nn.Linear(64 * 7 * 7, features)
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(features, 10)
-
-    def features(self, x: Tensor) -> Tensor:
-        """(B, features): the penultimate layer, before its ReLU (after it, dead units make the covariance singular)."""
-        x = (x - MNIST_MEAN) / MNIST_STD
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        out: Tensor = self.fc1(x.flatten(1))
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.fc2(self.drop(F.relu(self.features(x))))  # (B, 10) logits
-        return out
-
-
 @dataclass(frozen=True)
 class Judge:
     net: LeNet  # in eval mode
     held_out_accuracy: float
     key: str
     trained_now: bool
-
-
-def split() -> tuple[np.ndarray, np.ndarray]:
-    """(train, held_out) indices into mnist-5k: per class, the last HELD_OUT_PER_CLASS digits are held out."""
-    return held_out_split(mnist_5k().labels, HELD_OUT_PER_CLASS)
-
-
-def digits(indices: np.ndarray) -> tuple[Tensor, Tensor]:
-    """mnist-5k digits as (N, 1, 28, 28) float in [0, 1], and their (N,) labels."""
-    data = mnist_5k()
-    images = torch.from_numpy(data.images[indices]).float().div(255).unsqueeze(1)
-    return images, torch.from_numpy(data.labels[indices]).long()
 
 
 def cache_key(config: ClassifierConfig) -> str:
@@ -137,17 +110,6 @@ def train_classifier(config: ClassifierConfig) -> LeNet:
     return net.eval()
 
 
-@torch.inference_mode()
-def logits(net: LeNet, images: Tensor, batch: int = 500) -> Tensor:
-    return torch.cat([net(images[i : i + batch]) for i in range(0, len(images), batch)])
-
-
-@torch.inference_mode()
-def features(net: LeNet, images: Tensor, batch: int = 500) -> np.ndarray:
-    """(N, features) float64 penultimate activations of (N, 1, 28, 28) images in [0, 1]."""
-    return torch.cat([net.features(images[i : i + batch]) for i in range(0, len(images), batch)]).double().numpy()
-
-
 def accuracy(net: LeNet, images: Tensor, labels: Tensor) -> float:
     return float((logits(net, images).argmax(1) == labels).float().mean())
 
@@ -173,16 +135,34 @@ def load_judge(config: ClassifierConfig | None = None, cache: Path = CACHE) -> J
     return Judge(net, accuracy(net, held_images, held_labels), key, trained_now)
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """The Frechet distance between Gaussians fitted to two (N, F) feature sets (the FID formula):
-    |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():  # ReLU features can be constant (dead units): a singular product is expected
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(s_a @ s_b)
-    if not np.isfinite(covmean).all():  # singular product: nudge the diagonals, as pytorch-fid does
-        eps = np.eye(len(s_a)) * 1e-6
-        covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
-    covmean = np.real(covmean)  # sqrtm leaves tiny imaginary parts from rounding
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+def export(judge: Judge, config: ClassifierConfig, folder: Path) -> None:
+    """The judge as models/judge.py loads it (config.json, model.safetensors), and training.json: how it was made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"features": config.features, "dropout": config.dropout}) + "\n")
+    save_file({k: v.contiguous() for k, v in judge.net.state_dict().items()}, folder / WEIGHTS)
+    record = {
+        "command": shlex.join(sys.orig_argv),
+        "arch": "LeNet: conv 5x5 32 - pool - conv 5x5 64 - pool - fc 128 - fc 10",
+        "trained_on": "mnist-5k, 450 digits per class (all but the last 50 of each class)",
+        "held_out": "mnist-5k, the last 50 digits of each class",
+        "held_out_accuracy": judge.held_out_accuracy,
+        "config": asdict(config),
+        "key": judge.key,
+        "torch": torch.__version__,
+    }
+    (folder / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", type=Path, default=JUDGE_DIR, help=f"folder to write the judge to (default {JUDGE_DIR})")
+    args = p.parse_args(argv)
+    config = ClassifierConfig()
+    judge = load_judge(config)
+    export(judge, config, args.export)
+    print(f"judge {judge.key}: held-out accuracy {100 * judge.held_out_accuracy:.1f} %, written to {args.export}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

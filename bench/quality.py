@@ -1,12 +1,13 @@
 """Quality benchmark: what the shipped MNIST models' samples look like to a classifier trained on real digits.
 
     .venv/bin/python bench/quality.py [--models mnist-ddpm,mnist-flow] [--per-class 100] [--json PATH]
-                                      [--write-quality]
+                                      [--guidance G] [--guidance-interval LO HI] [--write-quality]
 
 The judge is bench/classifier.py, a LeNet trained on 4,500 mnist-5k digits (450 per class) and tested on the 500
 held out (the last 50 of each class). Every sample goes through the project's sampler (`start` + `sample_loop` with
-`CFG`, `Anagram`, `Hybrid` or `Inpaint` over `unet_predictor`), DDPM at all 300 steps, flow matching at 50, and is
-rounded to uint8 as the service's PNGs are before it is judged. For each model:
+`CFG`, `Anagram`, `Hybrid` or `Inpaint` over the predictor a CPU worker uses), DDPM at all 300 steps, flow matching
+at 50, and is rounded to uint8 as the service's PNGs are before it is judged. --guidance-interval LO HI limits every
+guide to noise levels in [LO, HI], as a job's `guidance_interval` does. For each model:
 
 1. CFG samples, --per-class of each class (gamma 5, sample i seeded --seed + i): the fraction the classifier reads
    as the class asked (target >= 98 %), and the Frechet distance (the FID formula) between the classifier's
@@ -63,8 +64,9 @@ from bench.sampling import (
 )
 from models.filters import gaussian_blur
 from models.grid import make_grid
-from models.guidance import CFG, Anagram, Guide, Hybrid
+from models.guidance import CFG, Anagram, Guide, Hybrid, Interval
 from models.imageio import encode_png
+from models.inference import CPU_CHUNK, chunked, for_inference
 from models.predictors import labels, unet_predictor
 from models.processes import NoiseProcess
 from models.sampling import Inpaint, generators, sample_loop, start
@@ -92,6 +94,7 @@ class Subject:
     net: CS180UNet
     process: NoiseProcess
     times: list[float]
+    interval: tuple[float, float] | None  # --guidance-interval: guide only at noise levels sigma within it
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def sample_batched(
     constrain_for: ConstrainFor | None = None,
 ) -> torch.Tensor:
     """n samples (n, 1, 28, 28) in [0, 1], quantized; sample i seeded seed + i whatever the batch."""
-    predict = unet_predictor(subject.net)
+    predict = chunked(unet_predictor(for_inference(subject.net, torch.device("cpu"))), CPU_CHUNK)  # as a CPU worker
     steps = len(subject.times) - 1
     shape = image_shape(subject.net)
     out = []
@@ -138,8 +141,12 @@ def sample_batched(
             constrain = constrain_for(part, generators(seed, m, offset=lo + INPAINT_STREAM)) if constrain_for else None
             with torch.inference_mode():
                 x = start(subject.process, subject.times, 0, gens, torch.empty(m, *shape))
+                guide = guide_for(part)
+                if subject.interval is not None:
+                    assert isinstance(guide, CFG | Anagram | Hybrid)
+                    guide = Interval(guide, subject.process.sigma, *subject.interval)
                 x = sample_loop(
-                    subject.process, predict, guide_for(part), x, subject.times, gens, constrain, lambda _: bar.update()
+                    subject.process, predict, guide, x, subject.times, gens, constrain, lambda _: bar.update()
                 )
             out.append(quantize(x))
     return torch.cat(out)
@@ -173,6 +180,7 @@ def cfg_quality(
     return {
         "n": n,
         "guidance_scale": args.guidance,
+        "guidance_interval": list(subject.interval) if subject.interval else None,
         "steps": len(subject.times) - 1,
         "seed": args.seed + SEEDS["cfg"],
         "class_accuracy": float(hits.float().mean()),
@@ -306,6 +314,8 @@ def rows_for(name: str, q: dict[str, Any]) -> list[list[str]]:
              f"{100 * h['afar']:.0f} / {100 * h['close']:.0f} / {100 * h['both']:.0f} %", "", ""]
         )  # fmt: skip
     ip = q["inpaint"]
+    if ip is None:  # --cfg-only
+        return rows
     rows += [
         [name, f"inpaint (n {ip['n']}): largest change of a kept pixel", f"{ip['max_kept_pixel_change_uint8']} / 255",
          "= 0", "ok" if ip["max_kept_pixel_change_uint8"] == 0 else "MISSED"],
@@ -346,9 +356,9 @@ def render(judge: Judge, blur_control: float, quality: dict[str, dict[str, Any]]
 # Main
 
 
-def load_subject(checkpoints: Path, model: str) -> Subject:
+def load_subject(checkpoints: Path, model: str, interval: tuple[float, float] | None = None) -> Subject:
     process = make_process(KINDS[model])
-    return Subject(model, load_unet(checkpoints, model), process, process.times())
+    return Subject(model, load_unet(checkpoints, model), process, process.times(), interval)
 
 
 def references(judge: Judge) -> References:
@@ -371,8 +381,11 @@ def saver(folder: Path | None, model: str) -> Save:
 
 def evaluate(subject: Subject, judge: Judge, refs: References, args: argparse.Namespace) -> dict[str, Any]:
     save = saver(args.grids, subject.name)
+    samples = cfg_quality(subject, judge, refs, args, save)
+    if args.cfg_only:
+        return {"samples": samples, "anagrams": [], "hybrids": [], "inpaint": None}
     return {
-        "samples": cfg_quality(subject, judge, refs, args, save),
+        "samples": samples,
         "anagrams": anagram_quality(subject, judge, args, save),
         "hybrids": hybrid_quality(subject, judge, args, save),
         "inpaint": inpaint_check(subject, judge, refs, args, save),
@@ -401,6 +414,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="mnist-ddpm,mnist-flow", help="comma-separated (default both)")
     p.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="folder of <model>/config.json")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help=f"CFG gamma of every sample (default {GUIDANCE:g})")
+    p.add_argument(
+        "--guidance-interval",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="guide only at noise levels sigma in [LO, HI] (a job's guidance_interval); default: at every step",
+    )
+    p.add_argument("--cfg-only", action="store_true", help="the CFG samples' figures only (for sweeps)")
     p.add_argument("--per-class", type=int, default=100, help="CFG samples of each class (default 100)")
     p.add_argument("--anagram-n", type=int, default=50, help="samples of each anagram pair (default 50)")
     p.add_argument("--hybrid-n", type=int, default=50, help="samples of each hybrid pair (default 50)")
@@ -416,6 +437,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in KINDS]
     if unknown:
         p.error(f"unknown models {unknown}; known: {', '.join(KINDS)}")
+    if args.guidance_interval is not None:
+        args.guidance_interval = tuple(args.guidance_interval)
     missing = [m for m in args.models if not (args.checkpoints / m / "config.json").exists()]
     if missing:
         p.error(f"no checkpoint for {missing} under {args.checkpoints}")
@@ -432,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     blur_control = float((predicted(judge, afar(refs.held_images)) == refs.held_labels).float().mean())
     quality: dict[str, dict[str, Any]] = {}
     for model in args.models:
-        subject = load_subject(args.checkpoints, model)
+        subject = load_subject(args.checkpoints, model, args.guidance_interval)
         quality[model] = evaluate(subject, judge, refs, args)
     machine["load_average_end"] = load_average()
     print(render(judge, blur_control, quality, machine))

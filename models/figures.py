@@ -25,6 +25,7 @@ from torch import Tensor
 
 from models.grid import make_grid
 from models.guidance import CFG
+from models.inference import chunk_size, chunked, for_inference
 from models.predictors import labels, unet_predictor
 from models.processes import NoiseProcess
 from models.sampling import OnStep, Step, generators, sample_loop, start
@@ -131,7 +132,7 @@ def _samples(
 
     with torch.inference_mode():
         x = start(process, times, 0, gens, torch.empty(n, C, S, S, device=dev))  # (n, C, H, W)
-        predict = unet_predictor(net)
+        predict = chunked(unet_predictor(for_inference(net, dev)), chunk_size(dev))  # as a worker samples
         out = sample_loop(process, predict, guide, x, times, gens, on_step=record)
     return out.float().cpu().clamp(0, 1), frames
 

@@ -1,12 +1,14 @@
 """Guidance rules: how the branches of one step combine into one estimate, each branch in ONE batched pass.
 
-A predictor is `predict(x (N, C, H, W), t (N,), cond (N, ...)) -> estimate (N, C, H, W)`; a condition is a tensor
-with one row per sample (class labels with -1 for unconditional, or text embeddings), so branches concatenate.
+A predictor is `predict(x (N, C, H, W), t (N,), cond (k N, ...)) -> estimate (k N, C, H, W)`: each image under k
+conditions, branch-major (row j N + i is image i under condition j). A condition is a tensor with one row per sample
+(class labels with -1 for unconditional, or text embeddings), so the branches of a step concatenate, and an image
+that several branches share is passed once: the in-house UNet then runs its encoder once for all of them.
 Every rule is a callable `rule(predict, x, t) -> estimate`, a wrapper around the model in k-diffusion's manner.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,7 +25,8 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch
 
 @dataclass(frozen=True)
 class CFG:
-    """Classifier-free guidance (CS180 A 1.6, B 2.5). Scale 1, or no unconditional branch: the plain estimate."""
+    """Classifier-free guidance (CS180 A 1.6, B 2.5), x under both conditions in one pass. Scale 1, or no
+    unconditional branch: the plain estimate."""
 
     cond: torch.Tensor  # (B, ...)
     uncond: torch.Tensor | None  # (B, ...); None: no guidance, one branch
@@ -32,13 +35,14 @@ class CFG:
     def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.uncond is None or self.scale == 1.0:
             return predict(x, t, self.cond)
-        c, u = predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([self.cond, self.uncond])).chunk(2)
+        c, u = predict(x, t, torch.cat([self.cond, self.uncond])).chunk(2)
         return cfg_combine(c, u, self.scale)
 
 
 @dataclass(frozen=True)
 class Anagram:
-    """Visual anagram (CS180 A 1.8): the mean of CFG(x, p1) and view^-1(CFG(view(x), p2)), in one pass of 4B."""
+    """Visual anagram (CS180 A 1.8): the mean of CFG(x, p1) and view^-1(CFG(view(x), p2)), in one pass: 2B images,
+    each under its prompt and the unconditional."""
 
     cond: torch.Tensor  # (B, ...) the upright reading
     cond_viewed: torch.Tensor  # (B, ...) the reading under the view
@@ -48,18 +52,20 @@ class Anagram:
 
     def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         xv = self.view.view(x)
-        est = predict(
-            torch.cat([x, x, xv, xv]),
-            torch.cat([t, t, t, t]),
-            torch.cat([self.cond, self.uncond, self.cond_viewed, self.uncond]),
-        )
-        c1, u1, c2, u2 = est.chunk(4)
-        return (cfg_combine(c1, u1, self.scale) + self.view.inverse(cfg_combine(c2, u2, self.scale))) / 2
+        both, tt = torch.cat([x, xv]), torch.cat([t, t])
+        if self.scale == 1.0:  # no guidance: no unconditional branch
+            e1, e2 = predict(both, tt, torch.cat([self.cond, self.cond_viewed])).chunk(2)
+        else:
+            c1, c2, u1, u2 = predict(
+                both, tt, torch.cat([self.cond, self.cond_viewed, self.uncond, self.uncond])
+            ).chunk(4)
+            e1, e2 = cfg_combine(c1, u1, self.scale), cfg_combine(c2, u2, self.scale)
+        return (e1 + self.view.inverse(e2)) / 2
 
 
 @dataclass(frozen=True)
 class Hybrid:
-    """Hybrid image (CS180 A 1.9): lowpass(CFG(p_low)) + highpass(CFG(p_high)), in one pass of 3B."""
+    """Hybrid image (CS180 A 1.9): lowpass(CFG(p_low)) + highpass(CFG(p_high)), in one pass: x under 3 conditions."""
 
     cond_low: torch.Tensor  # (B, ...) seen from afar
     cond_high: torch.Tensor  # (B, ...) seen up close
@@ -69,9 +75,32 @@ class Hybrid:
     scale: float = 5.0
 
     def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        est = predict(
-            torch.cat([x, x, x]), torch.cat([t, t, t]), torch.cat([self.cond_low, self.cond_high, self.uncond])
-        )
-        low, high, u = est.chunk(3)
-        e_low, e_high = cfg_combine(low, u, self.scale), cfg_combine(high, u, self.scale)
+        if self.scale == 1.0:  # no guidance: no unconditional branch
+            e_low, e_high = predict(x, t, torch.cat([self.cond_low, self.cond_high])).chunk(2)
+        else:
+            low, high, u = predict(x, t, torch.cat([self.cond_low, self.cond_high, self.uncond])).chunk(3)
+            e_low, e_high = cfg_combine(low, u, self.scale), cfg_combine(high, u, self.scale)
         return gaussian_blur(e_low, self.kernel_size, self.sigma) + highpass(e_high, self.kernel_size, self.sigma)
+
+
+Rule = CFG | Anagram | Hybrid
+
+
+@dataclass(frozen=True)
+class Interval:
+    """`rule` only where the noise level is within [lo, hi], the same rule at scale 1 elsewhere (one branch fewer).
+
+    Guidance at high noise levels is what costs a sample its variety, and it is not needed there to get the class
+    right (Kynkaenniemi et al. 2024, "Applying guidance in a limited interval improves sample and distribution
+    quality in diffusion models"; bench/quality.py measures it on the MNIST models). `sigma` maps the time the
+    network is given to the process's noise level (NoiseProcess.sigma).
+    """
+
+    rule: Rule
+    sigma: Callable[[float], float]
+    lo: float
+    hi: float
+
+    def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        inside = self.lo <= self.sigma(float(t[0])) <= self.hi
+        return (self.rule if inside else replace(self.rule, scale=1.0))(predict, x, t)

@@ -5,6 +5,8 @@ Both kinds share one small interface, so the sampling loop, SDEdit and inpaintin
 - `times(steps, stride)`: the times a run visits, noisiest first, ending at the clean end.
 - `noise_to(x0, t, noise)`: the forward process.
 - `model_time(t)`: what the network is given for time t (normalised to [0, 1]).
+- `sigma(model_time)`: the noise level at a time the network is given, as k-diffusion and EDM measure it: the
+  state, rescaled to the data's scale, is data + sigma * noise. What a guidance interval is measured in.
 - `step(x, est, t, t_next, noise)`: one step from an estimate; `noise` is None where the step is deterministic.
 - `preview(x, est, t)`: the clean image the estimate implies.
 
@@ -29,6 +31,8 @@ class NoiseProcess(Protocol):
     def noise_to(self, x0: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor: ...
 
     def model_time(self, t: float) -> float: ...
+
+    def sigma(self, model_time: float) -> float: ...
 
     def step(
         self, x: torch.Tensor, est: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None
@@ -65,6 +69,10 @@ class DDPM:
 
     def model_time(self, t: float) -> float:
         return t / self.schedule.num_timesteps  # the spec's normalisation: t / T
+
+    def sigma(self, model_time: float) -> float:
+        abar = self.abar(round(model_time * self.schedule.num_timesteps))
+        return math.sqrt((1 - abar) / abar)  # x_t / sqrt(abar) = x0 + sqrt((1 - abar) / abar) eps
 
     def preview(self, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor:
         abar = self.abar(t)
@@ -109,6 +117,9 @@ class Flow:
 
     def model_time(self, t: float) -> float:
         return t
+
+    def sigma(self, model_time: float) -> float:
+        return (1 - model_time) / model_time if model_time > 0 else math.inf  # x_t / t = x1 + (1 - t) / t noise
 
     def preview(self, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor:
         return x + (1 - t) * est  # x1 = x_t + (1 - t) u

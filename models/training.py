@@ -112,8 +112,11 @@ OnStep = Callable[[int, int, int, float], None]  # (epoch, step, steps_per_epoch
 OnEpoch = Callable[[int, TrainState], None]  # (epoch just done, 0-based; the state after it)
 
 
+DIVERGED_FACTOR = 1e3  # a step's loss this many times the run's first is a blow-up, not a bad batch
+
+
 class TrainingDiverged(ArithmeticError):
-    """A step's loss was not finite: the learning rate is too high for this network and data."""
+    """A step's loss was not finite, or DIVERGED_FACTOR times the first step's: the learning rate is too high."""
 
 
 @dataclass
@@ -299,10 +302,13 @@ def train(
             y = labels[idx] if labels is not None else None
             loss = _objective_loss(forward, x, y, config, abar, gen, conditioned)
             value = float(loss.item())
-            if not math.isfinite(value):
+            first = result.step_losses[0] if result.step_losses else value
+            if not math.isfinite(value) or value > DIVERGED_FACTOR * first:
                 lr = optimizer.param_groups[0]["lr"]
+                grown = f", {value / first:.3g} times its first value" if math.isfinite(value) else ""
                 raise TrainingDiverged(
-                    f"the loss became {value} at epoch {epoch + 1}, step {i + 1} (learning rate {lr:.3g}): lower `lr`"
+                    f"the loss became {value:.4g} at epoch {epoch + 1}, step {i + 1}{grown} (learning rate {lr:.3g}): "
+                    "lower `lr`"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

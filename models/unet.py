@@ -135,52 +135,57 @@ class CS180UNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # the two bases
         self.fc1_c = FCBlock(num_classes, 2 * D) if num_classes > 0 else None
         self.fc2_c = FCBlock(num_classes, D) if num_classes > 0 else None
 
-    def _embed_class(self, x: Tensor, c: Tensor | None, c_mask: Tensor | None) -> Tensor:
-        """The masked one-hot class vector (B, K); all zeros where unconditional."""
-        B, K = x.shape[0], self.config["num_classes"]
+    def _embed_class(self, x: Tensor, c: Tensor | None, c_mask: Tensor | None, rows: int) -> Tensor:
+        """The masked one-hot class vector (M, K); all zeros where unconditional."""
+        K = self.config["num_classes"]
         if c is None:
             if c_mask is not None:
                 raise ValueError("c_mask was given without c")
-            return x.new_zeros(B, K)
-        if c.shape != (B,) or c.dtype != torch.long:
-            raise ValueError(f"c must be int64 labels of shape ({B},), got {c.dtype} {tuple(c.shape)}")
-        onehot = F.one_hot(c, K).to(x.dtype)  # (B, K)
+            return x.new_zeros(rows, K)
+        if c.shape != (rows,) or c.dtype != torch.long:
+            raise ValueError(f"c must be int64 labels of shape ({rows},), got {c.dtype} {tuple(c.shape)}")
+        onehot = F.one_hot(c, K).to(x.dtype)  # (M, K)
         if c_mask is None:
             return onehot
-        if c_mask.shape != (B,):
-            raise ValueError(f"c_mask must have shape ({B},), got {tuple(c_mask.shape)}")
-        return onehot * c_mask.to(x.dtype)[:, None]  # (B, K)
+        if c_mask.shape != (rows,):
+            raise ValueError(f"c_mask must have shape ({rows},), got {tuple(c_mask.shape)}")
+        return onehot * c_mask.to(x.dtype)[:, None]  # (M, K)
 
     def _modulate(self, h: Tensor, t_emb: Tensor | None, c_emb: Tensor | None) -> Tensor:
-        """h (B, F, H, W) scaled by the class embedding, then shifted (add) or scaled (mul) by the time one."""
+        """h (M, F, H, W) scaled by the class embedding, then shifted (add) or scaled (mul) by the time one."""
         if c_emb is not None:
             h = c_emb[:, :, None, None] * h  # c * h
         if t_emb is not None:
-            t_emb = t_emb[:, :, None, None]  # (B, F, 1, 1)
+            t_emb = t_emb[:, :, None, None]  # (M, F, 1, 1)
             h = h * t_emb if self.config["modulation"] == "mul" else h + t_emb
         return h
 
     def forward(
         self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None, c_mask: Tensor | None = None
     ) -> Tensor:
-        """x (B, C, H, W); t (B,) float in [0, 1]; c (B,) int64 labels; c_mask (B,) 1 = keep the class, 0 = drop."""
+        """x (B, C, H, W); t (M,) float in [0, 1]; c (M,) int64 labels; c_mask (M,) 1 = keep the class, 0 = drop.
+
+        M = B, or k B to run each image under k conditions (branches: CFG's conditional and unconditional, ...):
+        row j B + i is image i under condition j, and so is row j B + i of the output (M, C, H, W). No condition
+        reaches the encoder, so it runs once per image, not once per branch (`_skip_block`).
+        """
         C, S = self.config["in_channels"], self.config["image_size"]
         if x.ndim != 4 or x.shape[1:] != (C, S, S):
             expected = f"(B, {C}, {S}, {S})"
             raise ValueError(f"x must have shape {expected}, got {tuple(x.shape)}")
-        B = x.shape[0]
+        M = _rows(x.shape[0], t, c)
         t_emb1 = t_emb2 = c_emb1 = c_emb2 = None
         if self.fc1_t is not None and self.fc2_t is not None:
-            if t is None or t.shape != (B,) or not t.is_floating_point():
+            if t is None or t.shape != (M,) or not t.is_floating_point():
                 got = None if t is None else f"{t.dtype} {tuple(t.shape)}"
-                raise ValueError(f"this UNet is time-conditioned: t must be float of shape ({B},), got {got}")
-            tt = t.to(x.dtype)[:, None]  # (B, 1)
-            t_emb1, t_emb2 = self.fc1_t(tt), self.fc2_t(tt)  # (B, 2D), (B, D)
+                raise ValueError(f"this UNet is time-conditioned: t must be float of shape ({M},), got {got}")
+            tt = t.to(x.dtype)[:, None]  # (M, 1)
+            t_emb1, t_emb2 = self.fc1_t(tt), self.fc2_t(tt)  # (M, 2D), (M, D)
         elif t is not None:
             raise ValueError("this UNet is not time-conditioned; got t")
         if self.fc1_c is not None and self.fc2_c is not None:
-            onehot = self._embed_class(x, c, c_mask)  # (B, K)
-            c_emb1, c_emb2 = self.fc1_c(onehot), self.fc2_c(onehot)  # (B, 2D), (B, D)
+            onehot = self._embed_class(x, c, c_mask, M)  # (M, K)
+            c_emb1, c_emb2 = self.fc1_c(onehot), self.fc2_c(onehot)  # (M, 2D), (M, D)
         elif c is not None or c_mask is not None:
             raise ValueError("this UNet is not class-conditioned; got c or c_mask")
 
@@ -188,13 +193,52 @@ class CS180UNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # the two bases
         h1 = self.down1(h0)  # (B, D, 14, 14)
         h2 = self.down2(h1)  # (B, 2D, 7, 7)
         u = self.unflatten(self.flatten(h2))  # (B, 2D, 7, 7)
-        u = self._modulate(u, t_emb1, c_emb1)  # unflatten = c1 * unflatten + t1
-        u1 = self.up1(torch.cat([h2, u], dim=1))  # (B, D, 14, 14)
+        u = self._modulate(u.repeat(M // x.shape[0], 1, 1, 1), t_emb1, c_emb1)  # (M, 2D, 7, 7) c1 * unflatten + t1
+        u1 = _skip_block(self.up1, h2, u)  # (M, D, 14, 14)  up1(concat(down2, unflatten))
         u1 = self._modulate(u1, t_emb2, c_emb2)  # up1 = c2 * up1 + t2
-        u2 = self.up2(torch.cat([h1, u1], dim=1))  # (B, D, 28, 28)
-        h = self.out_block(torch.cat([h0, u2], dim=1))  # (B, D, 28, 28)
-        out: Tensor = self.out(h)  # (B, C, 28, 28)
+        u2 = _skip_block(self.up2, h1, u1)  # (M, D, 28, 28)
+        h = _skip_block(self.out_block, h0, u2)  # (M, D, 28, 28)
+        out: Tensor = self.out(h)  # (M, C, 28, 28)
         return out
+
+
+def _rows(B: int, t: Tensor | None, c: Tensor | None) -> int:
+    """M, the rows of the conditions: B, or k B for k conditions of each image."""
+    rows = len(t) if t is not None else len(c) if c is not None else B
+    if rows % B or not rows:
+        raise ValueError(f"conditions must have k rows per image (k >= 1) for the {B} images, got {rows}")
+    return rows
+
+
+def _skip_block(block: nn.Sequential, skip: Tensor, h: Tensor) -> Tensor:
+    """`block(cat([skip, h]))` for skip (B, Fs, H, W) and h (k B, Fh, H, W), skip standing for each of h's branches.
+
+    The block's first convolution is linear in its input, so with k > 1 it runs as two: on skip's channels once
+    (B images), on h's per branch (k B), the first added to each branch of the second; nothing is concatenated.
+    `block[0]` is Conv or UpConv: (convolution, BatchNorm or Identity once folded, GELU).
+    """
+    B = skip.shape[0]
+    k = h.shape[0] // B
+    if k == 1:
+        out: Tensor = block(torch.cat([skip, h], dim=1))
+        return out
+    first, *after = list(block)
+    assert isinstance(first, nn.Sequential)
+    conv, *rest = list(first)
+    Fs = skip.shape[1]
+    if isinstance(conv, nn.ConvTranspose2d):  # weight (F_in, F_out, kh, kw)
+        assert isinstance(conv.padding, tuple)
+        spec = (conv.stride, conv.padding, conv.output_padding)
+        out = F.conv_transpose2d(h, conv.weight[Fs:], conv.bias, *spec)  # (k B, F, H', W')
+        shared = F.conv_transpose2d(skip, conv.weight[:Fs], None, *spec)  # (B, F, H', W')
+    else:
+        assert isinstance(conv, nn.Conv2d)  # weight (F_out, F_in, kh, kw)
+        out = F.conv2d(h, conv.weight[:, Fs:], conv.bias, conv.stride, conv.padding)
+        shared = F.conv2d(skip, conv.weight[:, :Fs], None, conv.stride, conv.padding)
+    out.unflatten(0, (k, B)).add_(shared)  # the skip's share, added to each branch
+    for layer in [*rest, *after]:
+        out = layer(out)
+    return out
 
 
 def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
@@ -272,11 +316,13 @@ class DiffusersUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # as CS180U
     def forward(
         self, x: Tensor, t: Tensor | None = None, c: Tensor | None = None, c_mask: Tensor | None = None
     ) -> Tensor:
-        """x (B, C, H, W); t (B,) float in [0, 1]; c (B,) int64 labels; c_mask (B,) 1 = keep the class, 0 = drop."""
+        """As CS180UNet's: t, c and c_mask may have k B rows (k conditions per image); every layer sees t, so x is
+        repeated for them."""
         C, S, K = self.config["in_channels"], self.config["image_size"], self.config["num_classes"]
         if x.ndim != 4 or x.shape[1:] != (C, S, S):
             raise ValueError(f"x must have shape (B, {C}, {S}, {S}), got {tuple(x.shape)}")
-        B = x.shape[0]
+        B = _rows(x.shape[0], t, c)
+        x = x.repeat(B // x.shape[0], 1, 1, 1)  # (M, C, H, W)
         if self.config["time_conditioned"] != (t is not None):
             raise ValueError(f"this UNet is {'' if self.config['time_conditioned'] else 'not '}time-conditioned")
         if t is not None and (t.shape != (B,) or not t.is_floating_point()):

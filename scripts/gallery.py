@@ -123,6 +123,22 @@ def classes(g: Gallery) -> None:
         g.save(f"{model}-classes", rows)
 
 
+def interval(g: Gallery) -> None:
+    """The classes figure of mnist-flow again, guided only at noise levels sigma <= 0.8 (`guidance_interval`)."""
+    rows = []
+    for c in range(10):
+        body = {
+            "kind": "sample",
+            "model": "mnist-flow",
+            "prompt": str(c),
+            "n": 8,
+            "seed": c,
+            "guidance_interval": [0, 0.8],
+        }
+        rows.append(images(g, g.run("mnist-flow-interval", body)))
+    g.save("mnist-flow-interval", rows)
+
+
 def frames(g: Gallery) -> None:
     for model in ("mnist-ddpm", "mnist-flow"):
         body = {"kind": "sample", "model": model, "prompt": "3", "n": 4, "frames": True, "seed": 7}
@@ -176,6 +192,7 @@ def hybrid(g: Gallery) -> None:
 
 FIGURES: dict[str, Callable[[Gallery], None]] = {
     "classes": classes,
+    "interval": interval,
     "frames": frames,
     "inpaint": inpaint,
     "sdedit": sdedit,

@@ -25,6 +25,7 @@ from service.schemas.jobs import (
     AnagramJob,
     Conditioned,
     DenoiseJob,
+    Guidance,
     HybridJob,
     Img2ImgJob,
     InpaintJob,
@@ -100,7 +101,7 @@ def check_artifact_ref(conn: redis.Redis, owner: str, job_id: str, name: str, lo
 
 def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
     """The model's defaults, written into the request so that `params` shows what runs."""
-    if isinstance(req, Conditioned | AnagramJob | HybridJob) and req.guidance_scale is None:
+    if isinstance(req, Guidance) and req.guidance_scale is None:
         req.guidance_scale = spec.defaults.get("guidance_scale")
     if isinstance(req, Schedule) and req.steps is None and req.stride is None:
         req.steps, req.stride = spec.defaults.get("steps"), spec.defaults.get("stride")

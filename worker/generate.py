@@ -9,12 +9,21 @@ import torch
 
 from models.figures import is_frame
 from models.grid import make_grid
-from models.guidance import CFG, Anagram, Guide, Hybrid
+from models.guidance import CFG, Anagram, Guide, Hybrid, Interval, Rule
 from models.imageio import encode_gif
 from models.predictors import labels
 from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
 from models.views import VIEWS
-from service.schemas.jobs import AnagramJob, Conditioned, DenoiseJob, HybridJob, Img2ImgJob, InpaintJob, SampleJob
+from service.schemas.jobs import (
+    AnagramJob,
+    Conditioned,
+    DenoiseJob,
+    Guidance,
+    HybridJob,
+    Img2ImgJob,
+    InpaintJob,
+    SampleJob,
+)
 from worker.errors import InputError
 from worker.kinds import JobContext, save_denoised
 
@@ -32,13 +41,25 @@ def class_of(ctx: JobContext, prompt: str | None, class_label: int | None) -> in
     return class_label
 
 
-def cfg_for(ctx: JobContext, req: Conditioned, n: int) -> CFG:
+def scale_of(req: Guidance) -> float:
+    return req.guidance_scale if req.guidance_scale is not None else 1.0  # admission fills in the model's default
+
+
+def guided(ctx: JobContext, req: Guidance, rule: Rule) -> Guide:
+    """`rule`, applied only within the job's `guidance_interval` where it has one."""
+    if req.guidance_interval is None:
+        return rule
+    lo, hi = req.guidance_interval
+    return Interval(rule, ctx.model.process.sigma, lo, hi)
+
+
+def cfg_for(ctx: JobContext, req: Conditioned, n: int) -> Guide:
     """CFG on the requested class; unconditional (one branch) when there is none."""
     label = class_of(ctx, req.prompt, req.class_label)
     device = ctx.model.device
     if label is None:
         return CFG(labels(None, n, device), None)
-    return CFG(labels(label, n, device), labels(None, n, device), req.guidance_scale or 1.0)
+    return guided(ctx, req, CFG(labels(label, n, device), labels(None, n, device), scale_of(req)))
 
 
 def reporter(
@@ -167,7 +188,7 @@ def run_anagram(req: AnagramJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None
     upright, viewed = _prompt_labels(ctx, req.prompts, req.n)
     view = VIEWS[req.view]
-    guide = Anagram(upright, viewed, labels(None, req.n, ctx.model.device), view, req.guidance_scale or 1.0)
+    guide = guided(ctx, req, Anagram(upright, viewed, labels(None, req.n, ctx.model.device), view, scale_of(req)))
     images = generate(ctx, guide, req.n, req.seed, req.steps, req.stride)
     for i, image in enumerate(images):
         ctx.outputs.save_png(f"view_{i}.png", view.view(image))  # the second reading, as the eye sees it turned
@@ -177,8 +198,7 @@ def run_anagram(req: AnagramJob, ctx: JobContext) -> dict[str, Any]:
 def run_hybrid(req: HybridJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None
     low, high = _prompt_labels(ctx, req.prompts, req.n)
-    guide = Hybrid(
-        low, high, labels(None, req.n, ctx.model.device), req.kernel_size, req.sigma, req.guidance_scale or 1.0
-    )
+    uncond = labels(None, req.n, ctx.model.device)
+    guide = guided(ctx, req, Hybrid(low, high, uncond, req.kernel_size, req.sigma, scale_of(req)))
     generate(ctx, guide, req.n, req.seed, req.steps, req.stride)
     return {"seeds": [req.seed + i for i in range(req.n)]}

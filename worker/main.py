@@ -19,6 +19,7 @@ from rq.worker import WorkerStatus
 from service.redis_conn import sync_client
 from service.settings import Settings
 from worker import context
+from worker.allocator import tune_malloc
 
 log = logging.getLogger(__name__)
 WORKER_TTL_S = 60  # the worker's own key; also bounds how long a blocking dequeue may wait on a frozen Redis
@@ -51,6 +52,7 @@ def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs
 
 def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
     """Serves `queue_name` until stopped (or, with `burst`, until the queue is empty)."""
+    log.info("glibc malloc thresholds raised: %s", tune_malloc())
     importlib.import_module("worker.tasks")  # torch and the models load now, not in the first job
 
     backoff = 1.0

@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 class JobSink:
     """A run's outputs as a job's: artifacts, progress and cancel, and the state, in the store."""
 
-    def __init__(self, job: RQJob, store: ArtifactStore, hook: StepHook, ttl_s: int) -> None:
+    def __init__(self, job: RQJob, store: ArtifactStore, hook: StepHook, ttl_s: int, epochs: int) -> None:
         self.job, self.store, self.hook, self.ttl_s = job, store, hook, ttl_s
         self.outputs = Outputs(job, store, hook, ttl_s)
+        self.job_epochs = epochs
         self.epochs_done = 0  # epochs whose state is saved: a retry goes on after them
 
     def artifact(self, name: str, data: bytes, media_type: str) -> None:
@@ -66,7 +67,23 @@ class JobSink:
         )
 
     def sampling(self, epoch: int, step: int, total: int) -> None:
-        self.hook("sampling", step, total, epoch=epoch, epochs_done=self.epochs_done)
+        self.hook("sampling", step, total, epoch=epoch, epochs=self.job_epochs, epochs_done=self.epochs_done)
+
+    def finished(self, summary: dict[str, Any]) -> None:
+        """The last progress of a run that succeeded: every step and epoch done (the figures came after the last
+        step, so the last write was theirs)."""
+        self.epochs_done = summary["epochs"]
+        self.hook(
+            "training",
+            summary["steps"],
+            summary["steps"],
+            epoch=summary["epochs"],
+            epochs=summary["epochs"],
+            epochs_done=self.epochs_done,
+            loss=summary["final_loss"],
+            images_per_second=summary["images_per_second"],
+            eta_seconds=0.0,
+        )
 
 
 def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dict[str, Any]:
@@ -91,7 +108,8 @@ def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dic
         "size_bytes": s["size_bytes"],
         "training_seconds": s["training_seconds"],
         "metrics": {
-            k: s[k] for k in ("final_loss", "epoch_losses", "images_per_second", "epochs", "steps", "num_parameters")
+            k: s[k]
+            for k in ("final_loss", "epoch_losses", "images_per_second", "epochs", "steps", "num_parameters", "quality")
         },
         "created_at": iso(datetime.now(UTC)),
     }
@@ -112,8 +130,9 @@ def run_train(req: TrainJob, job: RQJob, store: ArtifactStore, hook: StepHook, s
         except DatasetError as exc:
             raise InputError(str(exc)) from exc
         hook.keep_alive()
-        sink = JobSink(job, store, hook, settings.artifact_ttl_s)
+        sink = JobSink(job, store, hook, settings.artifact_ttl_s, req.num_epochs)
         trained = run_training(req, data, sink, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        sink.finished(trained.summary)
     except (JobCanceled, InputError, TrainingDiverged):
         store.delete(keys.train_state(job.id))
         registry.release(owner, req.name, job.id)

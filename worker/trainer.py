@@ -38,6 +38,7 @@ from models.figures import (
 )
 from models.grid import make_grid
 from models.imageio import encode_gif, encode_png
+from models.judge import judge_digits
 from models.sampling import Step
 from models.training import TrainConfig, TrainState, build_model, dataset_tensors, noise_process, train
 from models.unet import Net, set_memory_format
@@ -46,6 +47,9 @@ from service.schemas.jobs import TrainJob
 FIGURE_IMAGES = 8  # test images in the noising and denoising figures
 PER_CLASS = 4  # samples of each class in a class model's epoch figure (the spec's 4)
 UNCOND_SAMPLES = 40  # samples in an unconditional model's epoch figure (the spec's 40)
+JUDGED_DATASETS = ("mnist-5k", "mnist")  # digits: the judge of models/judge.py reads them
+JUDGED_PER_CLASS = 10  # samples of each class the judge reads at the end of a class model's run
+JUDGED_SAMPLES = 100  # samples of an unconditional model it reads
 CHECKPOINT = {"config.json": "application/json", "diffusion_pytorch_model.safetensors": "application/octet-stream"}
 
 
@@ -196,6 +200,7 @@ class Run:
         self.figure_seconds = 0.0  # spent on epochs' artifacts: not training, so not in images per second
         self.images_done = 0
         self.frames: list[Tensor] = []
+        self.last_state: TrainState | None = self.state
 
     def seed(self) -> int:
         assert self.req.seed is not None
@@ -236,6 +241,7 @@ class Run:
         if k in (self.req.sample_epochs or []) or k == self.config.epochs:
             self.epoch_figure(net, k)
         self.sink.save_state(state_bytes(state))  # last: an epoch counts as done once its artifacts are out
+        self.last_state = state
 
     def epoch_figure(self, net: Net, k: int) -> None:
         """epoch_{k}.png: denoised test images (denoiser), 4 samples of each class, or 40 samples."""
@@ -278,6 +284,27 @@ class Run:
             "device": self.device.type,
         }
 
+    def judged(self, net: Net) -> dict[str, Any] | None:
+        """What the digit judge reads in samples of a generative model of digits (bench/quality.py's figures, on
+        fewer samples): class accuracy (class models, CFG gamma 5) and the Frechet distance to held-out digits."""
+        if self.config.objective == "denoiser" or self.req.dataset not in JUDGED_DATASETS:
+            return None
+        process = noise_process(self.config)
+        times = process.times(self.req.sample_steps)
+        k = len(self.data.class_names)
+
+        def on_step(step: Step) -> None:
+            self.sink.sampling(self.config.epochs, step.index, step.total)
+
+        if k:
+            images, _ = class_samples(net, process, times, k, JUDGED_PER_CLASS, seed=self.seed(), on_step=on_step)
+            classes: Tensor | None = torch.arange(k).repeat(JUDGED_PER_CLASS)  # sample i is of class i % k
+        else:
+            images, _ = uncond_samples(net, process, times, JUDGED_SAMPLES, self.seed(), on_step)
+            classes = None
+        quality = judge_digits(images, classes, self.seed()).as_dict()
+        return {**quality, "guidance_scale": 5.0 if k else None, "steps": len(times) - 1}
+
     def final_figures(self, net: Net) -> None:
         gen = self.figures_generator()
         if self.config.objective == "denoiser":
@@ -305,6 +332,10 @@ class Run:
         )
         net = result.ema.eval()
         self.final_figures(net)
+        quality = self.judged(net)
+        if quality is not None and self.last_state is not None:  # metrics.json again, with what the judge read
+            metrics = {**self.metrics(self.last_state), "quality": quality}
+            self.sink.artifact("metrics.json", json.dumps(metrics, indent=1).encode(), "application/json")
         files = checkpoint_files(net)
         seconds = sum(result.epoch_seconds)
         summary = {
@@ -324,6 +355,7 @@ class Run:
             "classes": list(self.data.class_names),
             "image_size": self.data.image_size,
             "channels": self.data.channels,
+            "quality": quality,
         }
         return Trained(files, summary)
 

@@ -81,14 +81,34 @@ class DenoiseJob(JobBase):
         return f"denoise.{self.method}"
 
 
-class Conditioned(BaseModel):
+NoiseLevel = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
+class Guidance(BaseModel):
+    """How strongly, and where in the run, the generating kinds apply classifier-free guidance."""
+
+    guidance_scale: Annotated[float, Field(ge=0, le=50)] | None = Field(
+        default=None, description="CFG gamma; omitted: the model's default (5 for the MNIST models)"
+    )
+    guidance_interval: Annotated[list[NoiseLevel], Field(min_length=2, max_length=2)] | None = Field(
+        default=None,
+        description="[lo, hi]: guide only at noise levels sigma in this interval (sigma: the state is data + sigma "
+        "noise, at the data's scale), the conditional estimate alone elsewhere; omitted: guide at every step",
+    )
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _ordered(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and value[0] >= value[1]:
+            raise ValueError("`guidance_interval` must be [lo, hi] with lo < hi")
+        return value
+
+
+class Conditioned(Guidance):
     """Conditioning shared by the generating kinds: a prompt (a class name for the in-house models), or a class."""
 
     prompt: str | None = Field(default=None, max_length=500, description="text for DeepFloyd IF; a class name here")
     class_label: Annotated[int, Field(ge=0)] | None = None
-    guidance_scale: Annotated[float, Field(ge=0, le=50)] | None = Field(
-        default=None, description="CFG gamma; omitted: the model's default (5 for the MNIST models)"
-    )
 
     @model_validator(mode="after")
     def _one_condition(self) -> Self:
@@ -144,24 +164,22 @@ class InpaintJob(Conditioned, Schedule, JobBase):
     n: Count = 1
 
 
-class AnagramJob(Schedule, JobBase):
+class AnagramJob(Guidance, Schedule, JobBase):
     """A visual anagram (CS180 A 1.8): the first prompt upright, the second under `view`."""
 
     kind: Literal["anagram"]
     prompts: list[Annotated[str, Field(max_length=500)]] = Field(min_length=2, max_length=2)
     view: Literal["flip", "rotate_180", "negate"] = "flip"
-    guidance_scale: Annotated[float, Field(ge=0, le=50)] | None = None
     n: Count = 1
 
 
-class HybridJob(Schedule, JobBase):
+class HybridJob(Guidance, Schedule, JobBase):
     """A hybrid image (CS180 A 1.9): low frequencies of the first prompt, high of the second."""
 
     kind: Literal["hybrid"]
     prompts: list[Annotated[str, Field(max_length=500)]] = Field(min_length=2, max_length=2)
     kernel_size: Annotated[int, Field(ge=1, le=65)] = 33
     sigma: Annotated[float, Field(gt=0, le=32)] = 2.0
-    guidance_scale: Annotated[float, Field(ge=0, le=50)] | None = None
     n: Count = 1
 
     @model_validator(mode="after")

@@ -149,6 +149,27 @@ def test_anagram_and_hybrid(client):
     assert job["params"]["kernel_size"] == 33 and job["params"]["sigma"] == 2.0
 
 
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("mnist-flow", {"kind": "sample", "prompt": "3", "steps": 6}),
+        ("mnist-ddpm", {"kind": "anagram", "prompts": ["6", "9"], "view": "flip", "stride": 60}),
+        ("mnist-flow", {"kind": "hybrid", "prompts": ["1", "8"], "steps": 4}),
+    ],
+)
+def test_a_guidance_interval_guides_only_within_it(client, model, extra):
+    """Inside every step's noise level it is plain guidance, outside all of them none (random weights: that the
+    interval changes the picture in between is tested on the shipped models)."""
+    body = {"model": model, "n": 2, "seed": 11, **extra}
+    everywhere = ok(submit(client, body))
+    wide = ok(submit(client, {**body, "guidance_interval": [0, 1e6]}))  # every step of the run is inside
+    assert wide["params"]["guidance_interval"] == [0, 1e6]
+    assert artifact(client, wide, "image_0.png") == artifact(client, everywhere, "image_0.png")
+    nowhere = ok(submit(client, {**body, "guidance_interval": [1e5, 1e6]}))  # no step is that noisy
+    unguided = ok(submit(client, {**body, "guidance_scale": 1}))
+    assert artifact(client, nowhere, "image_1.png") == artifact(client, unguided, "image_1.png")
+
+
 def test_one_step_and_iterative_denoising(client):
     job = ok(submit(client, {"kind": "denoise", "model": "mnist-denoiser", "method": "one_step", "image": DIGIT}))
     assert job["params"]["sigma"] == 0.5
@@ -184,6 +205,21 @@ def test_one_step_and_iterative_denoising(client):
         ({"kind": "sample", "model": "mnist-flow", "stride": 5}, ["body", "stride"], "give `steps`"),
         ({"kind": "sample", "model": "mnist-denoiser"}, ["body", "kind"], "cannot run sample"),
         ({"kind": "anagram", "model": "mnist-ddpm", "prompts": ["6", "x"]}, ["body", "prompts", 1], "knows"),
+        (
+            {"kind": "sample", "model": "mnist-flow", "guidance_interval": [2, 1]},
+            ["body", "sample", "guidance_interval"],
+            "lo < hi",
+        ),
+        (
+            {"kind": "hybrid", "model": "mnist-flow", "prompts": ["1", "8"], "guidance_interval": [-1, 1]},
+            ["body", "hybrid", "guidance_interval", 0],
+            "greater than or equal to 0",
+        ),
+        (
+            {"kind": "anagram", "model": "mnist-ddpm", "prompts": ["6", "9"], "guidance_interval": [1]},
+            ["body", "anagram", "guidance_interval"],
+            "at least 2",
+        ),
         (
             {"kind": "img2img", "model": "mnist-flow", "image": DIGIT, "i_start": [1, 50]},
             ["body", "i_start", 1],

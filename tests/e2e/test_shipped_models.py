@@ -8,8 +8,10 @@ a test; bench/quality.py holds the real measurement (a trained classifier, 1,000
 
 import numpy as np
 import pytest
+import torch
 
 from models.datasets import held_out_split, mnist_5k
+from models.judge import judge_digits
 from tests.helpers import artifact, decode, png, submit
 
 FAST = {"mnist-ddpm": {"stride": 10}, "mnist-flow": {"steps": 20}}  # 31 and 20 steps: quick on two CPU cores
@@ -69,6 +71,18 @@ def test_samples_read_as_the_class_asked(client, model):
         images += pngs(client, job)
     hits = sum(a == r for a, r in zip(asked, read_as(images), strict=True))
     assert hits >= 16, (asked, read_as(images))  # the template matcher reads 84 % of real held-out digits
+
+
+def test_guidance_within_an_interval_changes_the_samples_and_keeps_the_class(client):
+    body = {"kind": "sample", "model": "mnist-flow", "prompt": "3", "n": 8, "seed": 30, **FAST["mnist-flow"]}
+    plain = succeeded(submit(client, body))
+    limited = succeeded(submit(client, {**body, "guidance_interval": [0, 1]}))  # guided from t = 0.5 on
+    unguided = succeeded(submit(client, {**body, "guidance_scale": 1}))
+    images = pngs(client, limited)
+    assert all(not np.array_equal(a, b) for a, b in zip(images, pngs(client, plain), strict=True))
+    assert all(not np.array_equal(a, b) for a, b in zip(images, pngs(client, unguided), strict=True))
+    read = judge_digits(torch.from_numpy(np.stack(images)).float()[:, None], torch.full((8,), 3))
+    assert read.class_accuracy is not None and read.class_accuracy >= 7 / 8
 
 
 def test_the_denoiser_brings_a_noisy_digit_closer_to_the_clean_one(client):

@@ -50,3 +50,17 @@ def test_chunked_prediction_equals_one_pass() -> None:
     whole = predict(x, t, cond)
     assert torch.allclose(chunked(predict, 3)(x, t, cond), whole, atol=1e-6)  # chunks of 3, 3 and 1
     assert chunked(predict, None) is predict
+
+
+@torch.inference_mode()
+def test_chunked_prediction_keeps_each_images_conditions_together() -> None:
+    predict = unet_predictor(trained_looking_unet())
+    x, t, _ = inputs(7)
+    cond = torch.cat([torch.arange(7) % 10, labels(None, 7)])  # CFG: every image conditional and unconditional
+    whole = predict(x, t, cond)
+    assert whole.shape == (14, 1, 28, 28)
+    assert torch.allclose(chunked(predict, 6)(x, t, cond), whole, atol=1e-6)  # 3 images (6 rows) a pass
+    assert torch.allclose(chunked(predict, 1)(x, t, cond), whole, atol=1e-6)  # never less than one image
+    repeated = unet_predictor(trained_looking_unet())
+    separately = torch.cat([repeated(x, t, cond[:7]), repeated(x, t, cond[7:])])
+    assert torch.allclose(whole, separately, atol=1e-5)

@@ -1,9 +1,12 @@
 """Known answers for the sampling core: processes, guidance rules, views, the inpainting constraint, the loop."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from models.guidance import CFG, Anagram, Hybrid
+from models.filters import gaussian_blur, highpass
+from models.guidance import CFG, Anagram, Hybrid, Interval
 from models.processes import CLEAN, DDPM, Flow
 from models.sampling import Inpaint, generators, sample_loop, start
 from models.schedules import linear_schedule, make_schedule
@@ -70,7 +73,9 @@ def test_forward_process_statistics():
 
 
 def toy_predict(x, t, cond):
-    """Deterministic, per-sample, and different per condition."""
+    """Deterministic, per-sample, and different per condition; each image under each of its k conditions."""
+    k = len(cond) // len(x)
+    x, t = x.repeat(k, 1, 1, 1), t.repeat(k)
     return torch.tanh(x * (cond.view(-1, 1, 1, 1).float() + 2) + t.view(-1, 1, 1, 1))
 
 
@@ -102,11 +107,11 @@ def test_views_are_undone_by_their_inverse(name):
     assert torch.equal(view.inverse(view.view(X1)), X1)
 
 
-def test_every_branch_goes_in_one_forward_pass():
+def test_every_branch_goes_in_one_forward_pass_and_each_image_once():
     calls = []
 
     def counting(x, t, cond):
-        calls.append(len(x))
+        calls.append((len(x), len(cond)))
         return toy_predict(x, t, cond)
 
     process = DDPM(linear_schedule(300))
@@ -114,11 +119,15 @@ def test_every_branch_goes_in_one_forward_pass():
     gens = generators(0, 2)
     cond, uncond = torch.tensor([1, 2]), torch.tensor([-1, -1])
     sample_loop(process, counting, CFG(cond, uncond, 5.0), start(process, times, 0, gens, X1[:2]), times, gens)
-    assert calls == [4] * 5
+    assert calls == [(2, 4)] * 5  # 2 images, each conditional and unconditional
     calls.clear()
     anagram = Anagram(cond, cond, uncond, VIEWS["flip"])
     sample_loop(process, counting, anagram, start(process, times, 0, gens, X1[:2]), times, gens)
-    assert calls == [8] * 5
+    assert calls == [(4, 8)] * 5  # the images and their views, each under its prompt and unconditional
+    calls.clear()
+    hybrid = Hybrid(cond, cond, uncond, kernel_size=3, sigma=1.0)
+    sample_loop(process, counting, hybrid, start(process, times, 0, gens, X1[:2]), times, gens)
+    assert calls == [(2, 6)] * 5
 
 
 @pytest.mark.parametrize("process", [DDPM(linear_schedule(300)), Flow(default_steps=10)])
@@ -180,3 +189,48 @@ def test_ddpm_noise_is_the_specs_beta_for_one_step_and_the_posterior_variance_ov
     beta = 1 - float(abar[30] / abar[0])  # the jump 30 -> 0
     assert process.variance(30, 0) == pytest.approx(float((1 - abar[0]) / (1 - abar[30])) * beta, rel=1e-5)
     assert process.variance(30, 0) < 0.01 * beta  # almost no noise is put back into the last image
+
+
+def test_sigma_is_the_noise_level_of_the_time_the_network_is_given():
+    ddpm, flow = DDPM(linear_schedule(300)), Flow()
+    abar = float(linear_schedule(300).alphas_cumprod[150])
+    assert ddpm.sigma(ddpm.model_time(150)) == pytest.approx(((1 - abar) / abar) ** 0.5)
+    t32 = float(torch.tensor(ddpm.model_time(299), dtype=torch.float32))  # as the loop's float32 tensor holds it
+    assert ddpm.sigma(t32) == ddpm.sigma(ddpm.model_time(299))
+    assert flow.sigma(0.25) == pytest.approx(3.0) and flow.sigma(1.0) == 0 and flow.sigma(0.0) == float("inf")
+
+
+@pytest.mark.parametrize("rule", ["cfg", "anagram", "hybrid"])
+def test_an_interval_guides_inside_it_and_runs_the_conditional_branches_alone_outside(rule):
+    calls = []
+
+    def counting(x, t, cond):
+        calls.append(len(cond) // len(x))
+        return toy_predict(x, t, cond)
+
+    x, cond, uncond = torch.randn(2, 1, 8, 8), torch.tensor([3, 4]), torch.tensor([-1, -1])
+    guide = {
+        "cfg": CFG(cond, uncond, 5.0),
+        "anagram": Anagram(cond, cond, uncond, VIEWS["flip"], 5.0),
+        "hybrid": Hybrid(cond, cond, uncond, kernel_size=3, sigma=1.0, scale=5.0),
+    }[rule]
+    unguided_rule = dataclasses.replace(guide, scale=1.0)
+    flow = Flow()
+    limited = Interval(guide, flow.sigma, 0.0, 1.0)  # sigma <= 1: t >= 0.5
+    late, early = torch.full((2,), 0.75), torch.full((2,), 0.25)
+    assert torch.allclose(limited(counting, x, late), guide(toy_predict, x, late))
+    assert torch.allclose(limited(counting, x, early), unguided_rule(toy_predict, x, early))
+    assert calls[0] == calls[1] + 1  # outside the interval, no unconditional branch
+    if rule == "cfg":
+        assert torch.allclose(limited(toy_predict, x, early), toy_predict(x, early, cond))  # the conditional alone
+
+
+def test_at_scale_one_every_rule_is_its_conditional_estimates():
+    x, t = torch.randn(2, 1, 16, 16), torch.full((2,), 0.3)
+    cond, other, uncond = torch.tensor([3, 4]), torch.tensor([5, 6]), torch.tensor([-1, -1])
+    view = VIEWS["rotate_180"]
+    e1, e2 = toy_predict(x, t, cond), view.inverse(toy_predict(view.view(x), t, other))
+    assert torch.allclose(Anagram(cond, other, uncond, view, 1.0)(toy_predict, x, t), (e1 + e2) / 2, atol=1e-6)
+    hybrid = Hybrid(cond, other, uncond, kernel_size=5, sigma=1.0, scale=1.0)(toy_predict, x, t)
+    low, high = toy_predict(x, t, cond), toy_predict(x, t, other)
+    assert torch.allclose(hybrid, gaussian_blur(low, 5, 1.0) + highpass(high, 5, 1.0), atol=1e-6)

@@ -152,6 +152,15 @@ def test_a_diverging_run_stops_with_the_reason() -> None:
     assert issubclass(TrainingDiverged, ArithmeticError) and states == []
 
 
+def test_a_loss_that_blows_up_but_stays_finite_is_divergence_too() -> None:
+    images, labels = _data(64)
+    config = _config("flow", epochs=3, lr=100.0, grad_clip=None)  # measured: 1.36, then 1e11, then ~1e6-1e9
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step 2, [\d.e+]+ times its first value \(learning rate"):
+        train(build_model(config), images, labels, config)
+    calm = train(build_model(_config("flow", epochs=1)), images, labels, _config("flow", epochs=1))
+    assert max(calm.step_losses) < 10 * calm.step_losses[0]  # an ordinary run is far from the factor
+
+
 def test_throughput_is_reported() -> None:
     images, labels = _data(32)
     config = _config("ddpm", epochs=2)
@@ -187,6 +196,10 @@ def test_unet2d_drops_classes_to_its_null_embedding() -> None:
         torch.testing.assert_close(dropped, net(x, t))  # no class = the null class
         assert not torch.allclose(net(x, t, torch.tensor([0, 2])), dropped)
     assert net.unet.class_embedding.num_embeddings == 4  # type: ignore[union-attr]
+    with torch.no_grad():  # k conditions per image, as the guidance rules pass them: the image under each
+        both = net(x, torch.cat([t, t]), torch.tensor([0, 2, 1, 1]), torch.tensor([1.0, 1.0, 0.0, 0.0]))
+        torch.testing.assert_close(both[2:], dropped)
+        torch.testing.assert_close(both[:2], net(x, t, torch.tensor([0, 2])))
 
 
 def test_cs180_unet_trains_on_rgb_32() -> None:

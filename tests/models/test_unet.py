@@ -135,3 +135,31 @@ def test_wrong_conditioning_raises() -> None:
         _model(**VARIANTS["time-add"])(x, torch.zeros(2), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="x must have shape"):
         _model()(torch.zeros(2, 3, 28, 28))
+
+
+@pytest.mark.parametrize("name", ["time-add", "time-mul", "class"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_k_conditions_per_image_equal_the_images_repeated(name: str, k: int) -> None:
+    """The encoder runs once per image and the skips' share of each first convolution once: the same outputs as k
+    full passes of the repeated images, branch-major."""
+    model = _model(**VARIANTS[name])
+    B = 4
+    x = torch.randn(B, 1, 28, 28, generator=_gen(1))
+    args: dict[str, torch.Tensor] = {"t": torch.rand(k * B, generator=_gen(2))}
+    if model.config["num_classes"]:
+        args["c"] = torch.randint(0, 10, (k * B,), generator=_gen(3))
+        args["c_mask"] = (torch.arange(k * B) >= B).float()  # branch 0 unconditional
+    expected = model(x.repeat(k, 1, 1, 1), **args)
+    torch.testing.assert_close(model(x, **args), expected, rtol=1e-5, atol=1e-5)
+    for j in range(k):  # row j B + i: image i under condition j
+        one = {key: value[j * B : (j + 1) * B] for key, value in args.items()}
+        torch.testing.assert_close(model(x, **one), expected[j * B : (j + 1) * B], rtol=1e-5, atol=1e-5)
+
+
+def test_conditions_must_be_whole_branches() -> None:
+    model = _model(**VARIANTS["class"])
+    x = torch.zeros(2, 1, 28, 28)
+    with pytest.raises(ValueError, match="k rows per image"):
+        model(x, torch.zeros(3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="c must be int64 labels of shape \\(4,\\)"):
+        model(x, torch.zeros(4), torch.zeros(2, dtype=torch.long))
