@@ -99,6 +99,14 @@ def check_artifact_ref(conn: redis.Redis, owner: str, job_id: str, name: str, lo
         raise InvalidRequest.field([*loc, "artifact"], f"job {job_id} ({status}) has no artifact {name!r}")
 
 
+COURSE_STARTS, COURSE_STEPS = (1, 3, 5, 7, 10, 20), 33  # SDEdit's i_start list over IF's 990 -> 0 by 30 (A 1.7)
+
+
+def course_starts(steps: int) -> list[int]:
+    """The course's i_start list at the same fractions of a run of `steps` steps (itself for IF's 33)."""
+    return sorted({min(steps - 1, round(i * steps / COURSE_STEPS)) for i in COURSE_STARTS})
+
+
 def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
     """The model's defaults, written into the request so that `params` shows what runs."""
     if isinstance(req, Guidance) and req.guidance_scale is None:
@@ -107,6 +115,8 @@ def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
         req.steps, req.stride = spec.defaults.get("steps"), spec.defaults.get("stride")
     if isinstance(req, DenoiseJob) and req.method == "iterative" and req.i_start is None:
         req.i_start = 10  # the course's start
+    if isinstance(req, Img2ImgJob) and req.i_start is None:
+        req.i_start = course_starts(spec.num_times(req.steps, req.stride) - 1)
     if isinstance(req, DenoiseJob) and req.method == "one_step" and spec.is_denoiser and req.sigma is None:
         req.sigma = spec.defaults.get("sigma")
 
@@ -137,7 +147,7 @@ def check_times(spec: ModelSpec, req: JobBase) -> None:
         ]
     elif isinstance(req, DenoiseJob) and req.i_start is not None:
         starts = [(["i_start"], req.i_start)]
-    steps = req.steps if isinstance(req, Schedule) else None
+    steps = req.steps if isinstance(req, Schedule | DenoiseJob) else None
     count = spec.num_times(steps, req.stride if isinstance(req, Schedule | DenoiseJob) else None)
     for loc, i_start in starts:
         if i_start >= count - 1:

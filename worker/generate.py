@@ -147,7 +147,7 @@ def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
-    times = model.process.times(stride=req.stride)
+    times = model.process.times(req.steps, req.stride)
     i_start = req.i_start if req.i_start is not None else 10
     gens = generators(req.seed, 1)
     noisy = start(model.process, times, i_start, gens, x0, image=x0)

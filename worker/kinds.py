@@ -104,7 +104,7 @@ def run_one_step(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
         t = (
             float(req.timestep)
             if req.timestep is not None
-            else model.process.times(stride=req.stride)[req.i_start or 0]
+            else model.process.times(req.steps, req.stride)[req.i_start or 0]
         )
         noisy = add_noise(ctx, x0, t, None, req.seed)
         t_model = torch.full((1,), model.process.model_time(t), device=x0.device)

@@ -61,6 +61,9 @@ class DenoiseJob(JobBase):
         default=None, description="iterative: noise the image to the run's i_start-th time, then denoise from there"
     )
     stride: Annotated[int, Field(ge=1, le=1000)] | None = Field(default=None, description="iterative: DDPM stride")
+    steps: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="iterative (and i_start): the run's steps, evenly spaced (flow: Euler steps)"
+    )
     kernel_size: Annotated[int, Field(ge=1, le=65)] = Field(default=7, description="blur: odd Gaussian kernel size")
     blur_sigma: Annotated[float, Field(gt=0, le=32)] | None = Field(
         default=None, description="blur: the Gaussian's sigma; omitted: 0.3 ((kernel_size - 1) / 2 - 1) + 0.8"
@@ -70,6 +73,8 @@ class DenoiseJob(JobBase):
     def _check(self) -> Self:
         if self.timestep is not None and self.sigma is not None:
             raise ValueError("give at most one of `timestep` or `sigma`")
+        if self.steps is not None and self.stride is not None:
+            raise ValueError("give at most one of `steps` or `stride`")
         if self.kernel_size % 2 == 0:
             raise ValueError("`kernel_size` must be odd")
         if self.blur_sigma is None:
@@ -146,12 +151,15 @@ class Img2ImgJob(Conditioned, Schedule, JobBase):
 
     kind: Literal["img2img"]
     image: ImageInput
-    i_start: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=lambda: [1, 3, 5, 7, 10, 20], description="one index into the run's times, or a list"
+    i_start: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="one index into the run's times, or a list; omitted: the course's [1, 3, 5, 7, 10, 20] of "
+        "DeepFloyd's 33 strided steps, at the same fractions of this run",
     )
 
     @property
     def starts(self) -> list[int]:
+        assert self.i_start is not None, "admission fills in the default"
         return self.i_start if isinstance(self.i_start, list) else [self.i_start]
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from models.datasets import mnist_5k
 from models.unet import CS180UNet
+from service.admission import course_starts
 from tests.helpers import Stack, artifact, decode, png, running_stack, submit, wait_until
 
 DIGIT = {"dataset": "mnist-5k", "index": 7}
@@ -84,6 +85,15 @@ def test_img2img_one_output_per_i_start(client):
     assert names(job) == {"image_0.png", "image_1.png", "grid.png"}
     assert job["result"]["i_start"] == [1, 3]
     assert job["progress"]["total"] == (6 - 1) + (6 - 3)
+
+
+def test_img2img_defaults_to_the_course_starts_at_the_same_fractions_of_the_run(client):
+    assert course_starts(33) == [1, 3, 5, 7, 10, 20]  # DeepFloyd's 990 -> 0 by 30: the course's list itself
+    job = ok(submit(client, {"kind": "img2img", "model": "mnist-ddpm", "image": DIGIT, "seed": 1}))
+    assert job["params"]["i_start"] == [9, 27, 45, 64, 91, 182]  # of 300 steps, not six starts from pure noise
+    assert names(job) == {f"image_{k}.png" for k in range(6)} | {"grid.png"}
+    job = ok(submit(client, {"kind": "img2img", "model": "mnist-flow", "image": DIGIT, "steps": 6, "seed": 1}))
+    assert job["params"]["i_start"] == job["result"]["i_start"] == [0, 1, 2, 4]
 
 
 def test_img2img_resizes_an_input_of_another_size_and_says_so(client):
@@ -195,6 +205,9 @@ def test_one_step_and_iterative_denoising(client):
     )
     assert job["result"]["t_start"] == 180
     assert job["progress"]["total"] == 10 - 3  # 270, 240, ..., 0 and clean: 10 steps, from the 4th
+    flow = {"kind": "denoise", "model": "mnist-flow", "method": "iterative", "image": DIGIT, "steps": 8, "i_start": 2}
+    job = ok(submit(client, flow))
+    assert job["result"]["t_start"] == 0.25 and job["progress"]["total"] == 8 - 2
 
 
 @pytest.mark.parametrize(
@@ -203,6 +216,16 @@ def test_one_step_and_iterative_denoising(client):
         ({"kind": "sample", "model": "mnist-ddpm", "prompt": "cat"}, ["body", "prompt"], "knows the prompts"),
         ({"kind": "sample", "model": "mnist-ddpm", "class_label": 10}, ["body", "class_label"], "below 10"),
         ({"kind": "sample", "model": "mnist-flow", "stride": 5}, ["body", "stride"], "give `steps`"),
+        (
+            {"kind": "denoise", "model": "mnist-flow", "method": "iterative", "image": DIGIT, "stride": 5},
+            ["body", "stride"],
+            "give `steps`",
+        ),
+        (
+            {"kind": "denoise", "model": "mnist-flow", "method": "iterative", "image": DIGIT, "steps": 4, "i_start": 4},
+            ["body", "i_start"],
+            "below 4",
+        ),
         ({"kind": "sample", "model": "mnist-denoiser"}, ["body", "kind"], "cannot run sample"),
         ({"kind": "anagram", "model": "mnist-ddpm", "prompts": ["6", "x"]}, ["body", "prompts", 1], "knows"),
         (
