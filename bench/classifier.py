@@ -34,12 +34,10 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from models.judge import JUDGE_DIR, WEIGHTS, LeNet, digits, features, frechet_distance, logits, split
+from models.judge import JUDGE_DIR, WEIGHTS, LeNet, digits, logits, split
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "var" / "bench" / "classifier.pt"
-
-__all__ = ["Judge", "digits", "features", "frechet_distance", "load_judge", "logits", "split"]
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.classifier import Judge, digits, features, frechet_distance, load_judge, logits, split
+from bench.classifier import Judge, load_judge
 from bench.reference import image_shape
 from bench.sampling import (
     CHECKPOINTS,
@@ -67,6 +67,7 @@ from models.grid import make_grid
 from models.guidance import CFG, Anagram, Guide, Hybrid, Interval
 from models.imageio import encode_png
 from models.inference import CPU_CHUNK, chunked, for_inference
+from models.judge import digits, features, frechet_distance, logits, split
 from models.predictors import labels, unet_predictor
 from models.processes import NoiseProcess
 from models.sampling import Inpaint, generators, sample_loop, start

@@ -7,7 +7,7 @@ dropped through `c_mask`, as in training with p_uncond). Both UNets take k rows 
 import torch
 
 from models.guidance import Predict
-from models.unet import Net
+from models.unet import Net, branch_count
 
 UNCONDITIONAL = -1
 
@@ -33,10 +33,7 @@ def unet_predictor(net: Net) -> Predict:
 
 def branches(x: torch.Tensor, cond: torch.Tensor) -> int:
     """k, the conditions each of x's images runs under."""
-    k, rest = divmod(cond.shape[0], x.shape[0])
-    if rest or not k:
-        raise ValueError(f"cond must have k rows per image, k >= 1: got {cond.shape[0]} rows for {x.shape[0]} images")
-    return k
+    return branch_count(x.shape[0], cond.shape[0])
 
 
 def labels(label: int | None, n: int, device: torch.device | str = "cpu") -> torch.Tensor:

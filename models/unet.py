@@ -202,12 +202,18 @@ class CS180UNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # the two bases
         return out
 
 
+def branch_count(images: int, rows: int) -> int:
+    """k, the conditions each image runs under, when `rows` conditions come with `images` images."""
+    k, rest = divmod(rows, images)
+    if rest or not k:
+        raise ValueError(f"conditions must have k rows per image (k >= 1): got {rows} rows for {images} images")
+    return k
+
+
 def _rows(B: int, t: Tensor | None, c: Tensor | None) -> int:
     """M, the rows of the conditions: B, or k B for k conditions of each image."""
     rows = len(t) if t is not None else len(c) if c is not None else B
-    if rows % B or not rows:
-        raise ValueError(f"conditions must have k rows per image (k >= 1) for the {B} images, got {rows}")
-    return rows
+    return B * branch_count(B, rows)
 
 
 def _skip_block(block: nn.Sequential, skip: Tensor, h: Tensor) -> Tensor:

@@ -138,7 +138,7 @@ def check_classes(spec: ModelSpec, req: JobBase) -> None:
 
 def check_times(spec: ModelSpec, req: JobBase) -> None:
     """Flow runs take `steps`; every `i_start` lies inside the run it indexes."""
-    if isinstance(req, Schedule | DenoiseJob) and req.stride is not None and spec.is_flow:
+    if isinstance(req, Schedule) and req.stride is not None and spec.is_flow:
         raise InvalidRequest.field(["stride"], f"{spec.id} is a flow-matching model; give `steps`")
     starts: list[tuple[list[str | int], int]] = []
     if isinstance(req, Img2ImgJob):
@@ -147,8 +147,8 @@ def check_times(spec: ModelSpec, req: JobBase) -> None:
         ]
     elif isinstance(req, DenoiseJob) and req.i_start is not None:
         starts = [(["i_start"], req.i_start)]
-    steps = req.steps if isinstance(req, Schedule | DenoiseJob) else None
-    count = spec.num_times(steps, req.stride if isinstance(req, Schedule | DenoiseJob) else None)
+    steps = req.steps if isinstance(req, Schedule) else None
+    count = spec.num_times(steps, req.stride if isinstance(req, Schedule) else None)
     for loc, i_start in starts:
         if i_start >= count - 1:
             raise InvalidRequest.field(loc, f"must be below {count - 1}, the number of steps of this run")

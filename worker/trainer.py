@@ -50,6 +50,7 @@ UNCOND_SAMPLES = 40  # samples in an unconditional model's epoch figure (the spe
 JUDGED_DATASETS = ("mnist-5k", "mnist")  # digits: the judge of models/judge.py reads them
 JUDGED_PER_CLASS = 10  # samples of each class the judge reads at the end of a class model's run
 JUDGED_SAMPLES = 100  # samples of an unconditional model it reads
+JUDGED_GUIDANCE = 5.0  # CFG gamma of the class samples it reads (the spec's, as bench/quality.py)
 CHECKPOINT = {"config.json": "application/json", "diffusion_pytorch_model.safetensors": "application/octet-stream"}
 
 
@@ -297,13 +298,15 @@ class Run:
             self.sink.sampling(self.config.epochs, step.index, step.total)
 
         if k:
-            images, _ = class_samples(net, process, times, k, JUDGED_PER_CLASS, seed=self.seed(), on_step=on_step)
+            images, _ = class_samples(
+                net, process, times, k, JUDGED_PER_CLASS, JUDGED_GUIDANCE, seed=self.seed(), on_step=on_step
+            )
             classes: Tensor | None = torch.arange(k).repeat(JUDGED_PER_CLASS)  # sample i is of class i % k
         else:
             images, _ = uncond_samples(net, process, times, JUDGED_SAMPLES, self.seed(), on_step)
             classes = None
         quality = judge_digits(images, classes, self.seed()).as_dict()
-        return {**quality, "guidance_scale": 5.0 if k else None, "steps": len(times) - 1}
+        return {**quality, "guidance_scale": JUDGED_GUIDANCE if k else None, "steps": len(times) - 1}
 
     def final_figures(self, net: Net) -> None:
         gen = self.figures_generator()

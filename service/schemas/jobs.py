@@ -49,7 +49,20 @@ class NoiseJob(JobBase):
         return self
 
 
-class DenoiseJob(JobBase):
+class Schedule(BaseModel):
+    """Which times a loop visits: every `stride`-th timestep (DDPM), or `steps` of them; omitted: the model's."""
+
+    steps: Annotated[int, Field(ge=1, le=1000)] | None = None
+    stride: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.steps is not None and self.stride is not None:
+            raise ValueError("give at most one of `steps` or `stride`")
+        return self
+
+
+class DenoiseJob(Schedule, JobBase):
     """Denoising of an image noised first to `timestep` or `sigma` (CS180 A 1.2-1.4, B 1.2); neither: as given."""
 
     kind: Literal["denoise"]
@@ -60,10 +73,6 @@ class DenoiseJob(JobBase):
     i_start: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="iterative: noise the image to the run's i_start-th time, then denoise from there"
     )
-    stride: Annotated[int, Field(ge=1, le=1000)] | None = Field(default=None, description="iterative: DDPM stride")
-    steps: Annotated[int, Field(ge=1, le=1000)] | None = Field(
-        default=None, description="iterative (and i_start): the run's steps, evenly spaced (flow: Euler steps)"
-    )
     kernel_size: Annotated[int, Field(ge=1, le=65)] = Field(default=7, description="blur: odd Gaussian kernel size")
     blur_sigma: Annotated[float, Field(gt=0, le=32)] | None = Field(
         default=None, description="blur: the Gaussian's sigma; omitted: 0.3 ((kernel_size - 1) / 2 - 1) + 0.8"
@@ -73,8 +82,6 @@ class DenoiseJob(JobBase):
     def _check(self) -> Self:
         if self.timestep is not None and self.sigma is not None:
             raise ValueError("give at most one of `timestep` or `sigma`")
-        if self.steps is not None and self.stride is not None:
-            raise ValueError("give at most one of `steps` or `stride`")
         if self.kernel_size % 2 == 0:
             raise ValueError("`kernel_size` must be odd")
         if self.blur_sigma is None:
@@ -119,19 +126,6 @@ class Conditioned(Guidance):
     def _one_condition(self) -> Self:
         if self.prompt is not None and self.class_label is not None:
             raise ValueError("give at most one of `prompt` or `class_label`")
-        return self
-
-
-class Schedule(BaseModel):
-    """Which times a loop visits: every `stride`-th timestep (DDPM), or `steps` of them; omitted: the model's."""
-
-    steps: Annotated[int, Field(ge=1, le=1000)] | None = None
-    stride: Annotated[int, Field(ge=1, le=1000)] | None = None
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> Self:
-        if self.steps is not None and self.stride is not None:
-            raise ValueError("give at most one of `steps` or `stride`")
         return self
 
 

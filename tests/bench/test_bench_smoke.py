@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.classifier import frechet_distance, split
 from bench.reference import ddpm_sample, flow_sample
 from bench.sampling import class_labels, service_sample
+from models.judge import frechet_distance, split
 from models.predictors import unet_predictor
 from models.processes import DDPM, Flow
 from models.sampling import generators
