@@ -17,7 +17,7 @@ from models.datasets import DatasetError, dataset_info
 from service import keys
 from service.catalog import DATASETS, ModelSpec
 from service.errors import InvalidRequest
-from service.images import probe_image, verify_pixels
+from service.images import ImageLimits, probe_image, verify_pixels
 from service.job_state import artifact_key, status_and_error
 from service.registry import Registry
 from service.schemas.images import ImageInput
@@ -34,6 +34,7 @@ from service.schemas.jobs import (
     Schedule,
     TrainJob,
 )
+from service.settings import Settings
 
 TRAIN_QUEUE = "train"
 
@@ -66,7 +67,7 @@ def check_schedule(spec: ModelSpec, req: JobBase) -> None:
             raise InvalidRequest.field(loc, f"must be below {limit}, the length of {spec.id}'s schedule")
 
 
-def check_image(conn: redis.Redis, owner: str, image: ImageInput, loc: list[str | int], max_pixels: int) -> None:
+def check_image(conn: redis.Redis, owner: str, image: ImageInput, loc: list[str | int], limits: ImageLimits) -> None:
     if image.upload_id is not None:
         if conn.hget(keys.upload(image.upload_id), "owner") != owner.encode():
             raise InvalidRequest.field([*loc, "upload_id"], "no upload of yours has this id (uploads expire)")
@@ -75,7 +76,7 @@ def check_image(conn: redis.Redis, owner: str, image: ImageInput, loc: list[str 
             data = base64.b64decode(image.base64, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest.field([*loc, "base64"], "is not valid base64") from exc
-        probe_image(data, max_pixels, [*loc, "base64"])
+        probe_image(data, limits, [*loc, "base64"])
         verify_pixels(data, [*loc, "base64"])
     elif image.dataset is not None:
         dataset = DATASETS.get(image.dataset)
@@ -167,13 +168,13 @@ def check_denoise(spec: ModelSpec, req: DenoiseJob) -> None:
         raise InvalidRequest.field(["timestep"], "iterative denoising starts at `i_start` of the run's times")
 
 
-def image_size(conn: redis.Redis, image: ImageInput, max_pixels: int) -> tuple[int, int] | None:
+def image_size(conn: redis.Redis, image: ImageInput, limits: ImageLimits) -> tuple[int, int] | None:
     """(width, height) where it is known without fetching the image."""
     if image.upload_id is not None:
         width, height = conn.hmget(keys.upload(image.upload_id), ["width", "height"])
         return (int(width), int(height)) if width and height else None
     if image.base64 is not None:
-        info = probe_image(base64.b64decode(image.base64), max_pixels)
+        info = probe_image(base64.b64decode(image.base64), limits)
         return info.width, info.height
     if image.dataset is not None:
         side = DATASETS[image.dataset].image_size
@@ -181,8 +182,8 @@ def image_size(conn: redis.Redis, image: ImageInput, max_pixels: int) -> tuple[i
     return None
 
 
-def check_mask(conn: redis.Redis, req: InpaintJob, max_pixels: int) -> None:
-    image, mask = image_size(conn, req.image, max_pixels), image_size(conn, req.mask, max_pixels)
+def check_mask(conn: redis.Redis, req: InpaintJob, limits: ImageLimits) -> None:
+    image, mask = image_size(conn, req.image, limits), image_size(conn, req.mask, limits)
     if image and mask and image != mask:
         raise InvalidRequest.field(["mask"], f"is {mask[0]}x{mask[1]} but the image is {image[0]}x{image[1]}")
 
@@ -203,13 +204,27 @@ def check_train(req: TrainJob, data_dir: Path) -> None:
         raise InvalidRequest.field(["limit"], f"must be at most {info['size']}, the size of {req.dataset}")
 
 
-def admit(
-    conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase, max_pixels: int, data_dir: Path
-) -> str:
+def check_limits(req: JobBase, settings: Settings) -> None:
+    """The deployment's own caps, each at most the schema's."""
+    caps = {
+        "n": settings.max_n,
+        "steps": settings.max_steps,
+        "epochs": settings.max_epochs,
+        "batch_size": settings.max_batch_size,
+    }
+    for name, cap in caps.items():
+        value = getattr(req, name, None)
+        if isinstance(value, int) and value > cap:
+            raise InvalidRequest.field([name], f"must be at most {cap} on this deployment")
+
+
+def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase, settings: Settings) -> str:
     """Checks the request against this deployment, fills in the model's defaults; returns the queue it goes to.
     (A train job's name is claimed when it is enqueued: `service.jobs.JobRepo.create`.)"""
+    check_limits(req, settings)
+    limits = settings.image_limits
     if isinstance(req, TrainJob):
-        check_train(req, data_dir)
+        check_train(req, settings.data_dir)
         return TRAIN_QUEUE
     spec = check_model(conn, models, owner, req)
     fill_defaults(spec, req)
@@ -219,7 +234,7 @@ def admit(
     if isinstance(req, DenoiseJob):
         check_denoise(spec, req)
     for name, image in req.image_inputs().items():
-        check_image(conn, owner, image, [name], max_pixels)
+        check_image(conn, owner, image, [name], limits)
     if isinstance(req, InpaintJob):
-        check_mask(conn, req, max_pixels)
+        check_mask(conn, req, limits)
     return spec.queue

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -17,10 +18,12 @@ from service.admission import TRAIN_QUEUE
 from service.auth import KeyRing
 from service.catalog import builtin_models
 from service.events import JobEvents
+from service.images import guard_decoder
 from service.jobs import JobRepo
 from service.limits import BodyLimit
+from service.rate_limit import RateLimits
 from service.reaper import run_reaper
-from service.redis_conn import sync_client
+from service.redis_conn import out_of_memory, sync_client
 from service.routes import health, jobs, models, uploads
 from service.settings import Settings, get_settings
 from service.store import make_store
@@ -35,6 +38,7 @@ STATUS = {
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.InvalidRequest: 422,
+    errors.RateLimited: 429,
     errors.Unavailable: 503,
 }
 HTTP_TYPES = {
@@ -57,7 +61,8 @@ def envelope(
 async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.ServiceError)
     status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.Unavailable) else None
+    retry_after = exc.retry_after if isinstance(exc, errors.Unavailable | errors.RateLimited) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     if isinstance(exc, errors.Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
     return envelope(status, exc.type, exc.message, exc.details, headers)
@@ -74,17 +79,38 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     return envelope(422, "validation_error", f"{path}: {first['msg']}{more}", details)
 
 
+def allowed_methods(app: FastAPI, path: str) -> str | None:
+    """Every method the schema documents on `path` (a 405's `Allow`), or None for a path it does not list."""
+    for template, item in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), path):
+            return ", ".join(sorted(method.upper() for method in item if method != "parameters"))
+    return None
+
+
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = "No such route; see /docs." if exc.status_code == 404 else str(exc.detail)
-    return envelope(
-        exc.status_code, HTTP_TYPES.get(exc.status_code, "http_error"), message, headers=getattr(exc, "headers", None)
-    )
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        message = "The JSON body is nested too deeply to read; send a flat JSON object."
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405 and (allow := allowed_methods(request.app, request.scope["path"])):
+        headers = {**(headers or {}), "Allow": allow}  # all of the path's routes, not just the first one matched
+    return envelope(exc.status_code, HTTP_TYPES.get(exc.status_code, "http_error"), message, headers=headers)
 
 
 async def on_redis_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
     return envelope(503, "unavailable", "The job store is unreachable; retry shortly.", headers={"Retry-After": "5"})
+
+
+async def on_redis_reply(request: Request, exc: Exception) -> JSONResponse:
+    """An error reply of Redis: at `maxmemory` a 503 that says so; any other is a bug."""
+    assert isinstance(exc, redis.ResponseError)
+    if not out_of_memory(exc):
+        return await on_unexpected(request, exc)
+    log.warning("redis out of memory: %s", exc)
+    message = "The job store is full; retry later (nothing already accepted was dropped)."
+    return envelope(503, "unavailable", message, headers={"Retry-After": "30"})
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -94,6 +120,7 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    guard_decoder(settings.image_limits)
     conn = sync_client(settings)
     known_models = builtin_models(settings)
 
@@ -124,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.events = JobEvents(settings)
     app.state.models = known_models
     app.state.keyring = KeyRing(settings.key_list)
+    app.state.rate_limits = RateLimits(conn, settings.rate_limit_writes, settings.rate_limit_reads)
     for router in (jobs.router, uploads.router, models.router, health.router):
         app.include_router(router)
     app.add_exception_handler(errors.ServiceError, on_service_error)
@@ -131,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(redis.ConnectionError, on_redis_error)
     app.add_exception_handler(redis.TimeoutError, on_redis_error)
+    app.add_exception_handler(redis.ResponseError, on_redis_reply)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

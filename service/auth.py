@@ -38,5 +38,10 @@ class KeyRing:
 
 
 def owner_of(request: Request) -> str:
+    """The caller, authenticated and counted against its key's request rate (with no keys configured the server is
+    on loopback, one user's, and not rate limited)."""
     ring: KeyRing = request.app.state.keyring
-    return ring.owner(request.headers.get("authorization"))
+    owner = ring.owner(request.headers.get("authorization"))
+    if owner != ANONYMOUS:
+        request.app.state.rate_limits.check(owner, request.method)
+    return owner

@@ -8,7 +8,8 @@ ServiceError                 the base: `type`, `message` (one sentence a person 
 ├── PayloadTooLarge          413: body or image too large
 ├── UnsupportedMediaType     415: not PNG, JPEG or WebP, or bytes that are not what their type says
 ├── InvalidRequest           422: well-formed but breaks a rule; `details` names each field and rule
-└── Unavailable              503: queue full or Redis unreachable; carries `retry_after` seconds
+├── RateLimited              429: the key's request rate is spent; carries `retry_after` seconds
+└── Unavailable              503: queue full, Redis full or unreachable; carries `retry_after` seconds
 """
 
 from typing import Any
@@ -61,5 +62,13 @@ class Unavailable(ServiceError):
     type = "unavailable"
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(ServiceError):
+    type = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after

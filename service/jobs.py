@@ -7,6 +7,7 @@ the service adds: the owner, progress, artifacts, result, error, outcome. One re
 import base64
 import hashlib
 import json
+import math
 import secrets
 import time
 import uuid
@@ -134,7 +135,7 @@ class JobRepo:
         found: list[RQJob] = []
         while True:
             rows = self._rows(owner, top, after_id)
-            jobs = RQJob.fetch_many([job_id for _, job_id in rows], self.conn, serializer=JSONSerializer)
+            jobs = fetch_many(self.conn, [job_id for _, job_id in rows])
             for (score, job_id), job in zip(rows, jobs, strict=True):
                 top, after_id = score, job_id
                 if job is not None and _matches(job, status, kind):
@@ -166,6 +167,23 @@ class JobRepo:
         return self.fetch(owner, job_id)
 
 
+def fetch_many(conn: redis.Redis, job_ids: list[str]) -> list[RQJob | None]:
+    """RQ's `Job.fetch_many` in a plain pipeline: Redis refuses every command queued in a MULTI once it is at
+    `maxmemory`, and reading the jobs must work then too."""
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(RQJob.key_for(job_id))
+        rows = pipe.execute()
+    jobs: list[RQJob | None] = []
+    for job_id, row in zip(job_ids, rows, strict=True):
+        job = None
+        if row:
+            job = RQJob(job_id, connection=conn, serializer=JSONSerializer)
+            job.restore(row)
+        jobs.append(job)
+    return jobs
+
+
 def _matches(job: RQJob, status: str | None, kind: str | None) -> bool:
     return (kind is None or job.args[0]["kind"] == kind) and (status is None or status_and_error(job)[0] == status)
 
@@ -177,6 +195,8 @@ def _encode_cursor(score: float, job_id: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         score, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        if math.isnan(float(score)):
+            raise ValueError("NaN is no score")
         return float(score), job_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(

@@ -2,6 +2,7 @@
 
 EVENTS_CHANNEL = "dj:events"  # messages are job ids: "look at this job again"
 REAPER_LOCK = "dj:reaper"
+RATE_PREFIX = "dj:rate"  # the `limits` library's per-key counters live under this prefix
 
 
 def owner_jobs(owner: str) -> str:

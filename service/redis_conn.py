@@ -14,3 +14,9 @@ def sync_client(settings: Settings) -> redis.Redis:
         socket_timeout=settings.redis_timeout_s,
         health_check_interval=15,
     )
+
+
+def out_of_memory(exc: redis.ResponseError) -> bool:
+    """Redis refused a write at `maxmemory` (a plain command raises OutOfMemoryError; a Lua script, a ResponseError
+    that quotes the same -OOM reply)."""
+    return isinstance(exc, redis.OutOfMemoryError) or "OOM command not allowed" in str(exc)

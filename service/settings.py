@@ -4,8 +4,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from limits import parse
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.images import ImageLimits
 
 
 class Settings(BaseSettings):
@@ -34,9 +37,17 @@ class Settings(BaseSettings):
     # Limits (API.md: 413, 415, 422, 503).
     max_body_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
+    max_image_side: int = 8192
+    # A deployment may lower the schema's own caps (API.md: 422 naming the field).
+    max_n: int = Field(default=64, ge=1, le=64)  # images per job
+    max_steps: int = Field(default=1000, ge=1, le=1000)  # sampling steps a job may ask for
+    max_epochs: int = Field(default=500, ge=1, le=500)
+    max_batch_size: int = Field(default=4096, ge=1, le=4096)
     max_queue_depth: int = 10_000
     max_wait_s: float = 60.0  # `Prefer: wait` and `?wait=`
     max_list_limit: int = 100
+    rate_limit_writes: str = "600/minute"  # per key (API.md: 429): POST and DELETE requests
+    rate_limit_reads: str = "6000/minute"  # per key: every other request
 
     # Workers.
     job_retries: int = 2  # attempts after the first, for causes that may pass (worker lost, CUDA OOM)
@@ -46,9 +57,19 @@ class Settings(BaseSettings):
     redis_timeout_s: float = 3.0  # connect and socket timeout; past it the API answers 503
     log_level: str = Field(default="INFO")
 
+    @field_validator("rate_limit_writes", "rate_limit_reads")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse(value)  # "N/second|minute|hour|day"; a ValueError names what it could not read
+        return value
+
     @property
     def key_list(self) -> list[str]:
         return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_pixels, self.max_image_side)
 
     @property
     def artifact_root(self) -> Path:

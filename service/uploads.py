@@ -17,7 +17,7 @@ def save_upload(
 ) -> Upload:
     if declared is not None and declared not in MEDIA_TYPES.values():
         raise UnsupportedMediaType(f"Media type {declared} is not accepted; send image/png, image/jpeg or image/webp.")
-    info = probe_image(data, settings.max_image_pixels)
+    info = probe_image(data, settings.image_limits)
     if declared is not None and declared != info.media_type:
         raise UnsupportedMediaType(f"The body was declared {declared} but its bytes are {info.media_type}.")
     verify_pixels(data)

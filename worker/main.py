@@ -2,20 +2,25 @@
 
 Handled on purpose (DESIGN.md, "Known RQ traps"): the heartbeat is refreshed from the step hook, with a short
 time-to-live, so a dead worker's job is found within a minute and a live one's never; Redis going away makes the
-process reconnect with backoff instead of exiting.
+process reconnect with backoff instead of exiting. SIGTERM is RQ's warm shutdown (the job in hand finishes, then the
+worker exits); a second SIGTERM stops the job at its next step and puts it back at the front of its queue.
 """
 
 import importlib
 import logging
 import time
+from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from rq.worker import WorkerStatus
 
+from service.images import guard_decoder
 from service.redis_conn import sync_client
 from service.settings import Settings
 from worker import context
@@ -30,6 +35,17 @@ class DiffusionWorker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job: RQJob, working_time: float = 0.0) -> int:
         return self.heartbeat_ttl_s
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """A second SIGTERM: the job in hand stops at its next step (the step hook) and is queued again; a third,
+        or a second while idle, exits at once as RQ does."""
+        if self.get_state() == WorkerStatus.BUSY and not context.stopping.is_set():
+            if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
+                return  # the same signal twice (a pool and the terminal): RQ ignores it too
+            log.warning("second stop signal: the job in hand stops at its next step and goes back to the queue")
+            context.stopping.set()
+            return
+        super().request_force_stop(signum, frame)
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         execution = self.prepare_execution(job)
@@ -53,6 +69,7 @@ def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs
 def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
     """Serves `queue_name` until stopped (or, with `burst`, until the queue is empty)."""
     log.info("glibc malloc thresholds raised: %s", tune_malloc())
+    guard_decoder(settings.image_limits)
     importlib.import_module("worker.tasks")  # torch and the models load now, not in the first job
 
     backoff = 1.0

@@ -28,7 +28,7 @@ from service.catalog import ModelSpec, builtin_models
 from service.registry import CHECKPOINT_FILES, Registry
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore
-from worker.errors import InputError
+from worker.errors import InputError, ModelUnreadable
 
 MAX_TRAINED = 8
 
@@ -100,7 +100,14 @@ class ModelCache:
         if cached is None or cached.spec.version != spec.version:
             if cached is not None and cached.spec.version is not None:  # retrained under the same name
                 shutil.rmtree(self.models_dir / "trained" / owner / model_id / cached.spec.version, ignore_errors=True)
-            net = for_inference(load_network(self.fetch(spec, store)), self.device)
+            folder = self.fetch(spec, store)
+            try:
+                net = for_inference(load_network(folder), self.device)
+            except Exception as exc:
+                shutil.rmtree(folder, ignore_errors=True)  # the next attempt copies it from the store again
+                raise ModelUnreadable(
+                    f"the checkpoint of model {model_id!r} could not be read ({type(exc).__name__}); train it again"
+                ) from exc
             cached = self._trained[key] = LoadedModel(spec, make_process(spec), net, self.device)
             while len(self._trained) > MAX_TRAINED:
                 self._trained.popitem(last=False)

@@ -19,7 +19,7 @@ from service.schemas.jobs import TrainJob, parse_job
 from service.settings import get_settings
 from service.store import make_store
 from worker.dispatch import run_kind
-from worker.errors import InputError, JobCanceled
+from worker.errors import InputError, JobCanceled, ModelUnreadable, WorkerStopping
 from worker.hook import StepHook
 from worker.kinds import JobContext
 from worker.model_cache import get_cache
@@ -55,6 +55,11 @@ def run_job(params: dict[str, Any]) -> None:
             ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
             with torch.inference_mode():
                 result = run_kind(req, ctx)
+    except WorkerStopping:
+        log.warning("job=%s attempt=%d stopped with its worker; queued again", job.id, attempt)
+        job.retries_left = (job.retries_left or 0) + 1  # RQ's retry path requeues it; the stop costs no attempt
+        job.enqueue_at_front_on_retry = True
+        raise
     except JobCanceled:
         log.info("job=%s canceled", job.id)
         hook.save_meta(outcome="canceled", finished_at=_now())
@@ -69,6 +74,10 @@ def run_job(params: dict[str, Any]) -> None:
         error = {"type": "invalid_input", "message": str(exc).splitlines()[0]}
         hook.save_meta(outcome="failed", error=error, finished_at=_now())
         return
+    except ModelUnreadable as exc:
+        log.exception("job=%s attempt=%d: %s", job.id, attempt, exc)
+        hook.save_meta(error={"type": "model_unreadable", "message": str(exc)})
+        raise
     except Exception as exc:
         log.exception("job=%s attempt=%d raised", job.id, attempt)
         hook.save_meta(error={"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:300]})

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import Conn
 from service.errors import Unavailable
+from service.schemas.responses import error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +16,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=error_responses(503))
 async def readyz(conn: Conn) -> dict[str, object]:
     await run_in_threadpool(conn.ping)
     workers = await run_in_threadpool(Worker.count, conn)

@@ -4,7 +4,7 @@ import re
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -14,11 +14,25 @@ from service.errors import NotFound
 from service.job_state import artifact_key, to_view
 from service.jobs import JobRepo, body_digest
 from service.registry import Registry
-from service.schemas.jobs import KINDS, AnyJob, JobRequest, TrainJob
-from service.schemas.responses import TERMINAL, Job, JobList, Status
+from service.routes import BEARER
+from service.schemas.jobs import EXAMPLES, KINDS, AnyJob, JobRequest, TrainJob
+from service.schemas.responses import AUTHED, TERMINAL, Job, JobList, Status, error_responses
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+JOB_ID = re.compile(r"[A-Za-z0-9_-]+")  # the only ids RQ looks up; no job has any other
+LOCATION = {"Location": {"description": "/v1/jobs/{id}", "schema": {"type": "string"}, "required": True}}
+
+
+def job_id_of(job_id: str) -> str:
+    """The path's job id; one that no job can have is unknown at once (API.md: 404)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound(f"No job {job_id!r} of yours exists; job ids are the ones POST /v1/jobs answered.")
+    return job_id
+
+
+JobId = Annotated[str, Depends(job_id_of)]
+ArtifactName = Annotated[str, Path(description="an artifact of the job", examples=["image_0.png", "grid.png"])]
 
 
 async def wait_for_end(repo: JobRepo, events: Events, owner: str, job_id: str, wait_s: float) -> Job:
@@ -49,7 +63,7 @@ def admit_and_create(
     body: bytes,
 ) -> Job:
     """Everything a submission does in Redis, in one trip to the thread pool."""
-    queue = admit(conn, models, owner, job, settings.max_image_pixels, settings.data_dir)
+    queue = admit(conn, models, owner, job, settings)
     claim = None
     if isinstance(job, TrainJob):
         name = job.name
@@ -58,10 +72,19 @@ def admit_and_create(
     return to_view(created)
 
 
-@router.post("", status_code=202, response_model=Job, responses={200: {"model": Job}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    responses={
+        202: {"headers": LOCATION},
+        200: {"model": Job, "description": "The job ended within `Prefer: wait`.", "headers": LOCATION},
+        **error_responses(400, 409, 413, 415),
+    },
+)
 async def submit_job(
     request: Request,
-    job: Annotated[JobRequest, Body()],
+    job: Annotated[JobRequest, Body(openapi_examples={k: {"value": v} for k, v in EXAMPLES.items()})],
     owner: Owner,
     repo: Repo,
     conn: Conn,
@@ -95,30 +118,34 @@ async def list_jobs(
     return JobList(jobs=[to_view(j) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=Job)
+@router.get("/{job_id}", response_model=Job, responses=error_responses(404))
 async def get_job(
-    job_id: str,
+    job_id: JobId,
     owner: Owner,
     repo: Repo,
     events: Events,
+    settings: SettingsDep,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request until the job ends")] = 0,
 ) -> Response:
     if wait:
-        return json_response(await wait_for_end(repo, events, owner, job_id, wait))
+        return json_response(await wait_for_end(repo, events, owner, job_id, min(wait, settings.max_wait_s)))
     return json_response(await run_in_threadpool(lambda: to_view(repo.fetch(owner, job_id))))
 
 
-@router.delete("/{job_id}", status_code=202, response_model=Job)
-async def cancel_job(job_id: str, owner: Owner, repo: Repo) -> Job:
+@router.delete("/{job_id}", status_code=202, response_model=Job, responses=error_responses(404))
+async def cancel_job(job_id: JobId, owner: Owner, repo: Repo) -> Job:
     return to_view(await run_in_threadpool(repo.cancel, owner, job_id))
 
 
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/gif": {}, "application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"image/png": {}, "image/gif": {}, "application/octet-stream": {}}},
+        **error_responses(404),
+    },
 )
-async def get_artifact(job_id: str, name: str, owner: Owner, repo: Repo, store: Store) -> Response:
+async def get_artifact(job_id: JobId, name: ArtifactName, owner: Owner, repo: Repo, store: Store) -> Response:
     job = await run_in_threadpool(repo.fetch, owner, job_id)
     key = artifact_key(job, name)
     blob = await run_in_threadpool(store.get, key) if key else None

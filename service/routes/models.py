@@ -1,15 +1,19 @@
 """The models this deployment can run (the shipped ones and the caller's trained ones), and deleting trained ones."""
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.catalog import ModelSpec
 from service.deps import Conn, Models, Owner, Store
 from service.errors import Conflict, NotFound
 from service.registry import Registry
-from service.schemas.responses import Model, ModelList
+from service.routes import BEARER
+from service.schemas.responses import AUTHED, Model, ModelList, error_responses
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))
+ModelId = Annotated[str, Path(description="a model id from GET /v1/models", examples=["mnist-ddpm"])]
 
 
 def _find(conn: Conn, models: Models, owner: str, model_id: str) -> ModelSpec:
@@ -25,13 +29,13 @@ async def list_models(owner: Owner, models: Models, conn: Conn) -> ModelList:
     return ModelList(models=[Model(**spec.describe()) for spec in [*models.values(), *trained]])
 
 
-@router.get("/{model_id}", response_model=Model)
-async def get_model(model_id: str, owner: Owner, models: Models, conn: Conn) -> Model:
+@router.get("/{model_id}", response_model=Model, responses=error_responses(404))
+async def get_model(model_id: ModelId, owner: Owner, models: Models, conn: Conn) -> Model:
     return Model(**(await run_in_threadpool(_find, conn, models, owner, model_id)).describe())
 
 
-@router.delete("/{model_id}", status_code=204, response_class=Response)
-async def delete_model(model_id: str, owner: Owner, models: Models, conn: Conn, store: Store) -> Response:
+@router.delete("/{model_id}", status_code=204, response_class=Response, responses=error_responses(404, 409))
+async def delete_model(model_id: ModelId, owner: Owner, models: Models, conn: Conn, store: Store) -> Response:
     """Deletes a model the caller trained, with its checkpoint; jobs already queued on it then fail."""
     if model_id in models:
         raise Conflict(f"{model_id} ships with this deployment and cannot be deleted.")

@@ -6,18 +6,27 @@ from starlette.datastructures import UploadFile
 
 from service.deps import Conn, Owner, SettingsDep, Store
 from service.errors import InvalidRequest, MalformedRequest
-from service.schemas.responses import Upload
+from service.routes import BEARER
+from service.schemas.responses import AUTHED, Upload, error_responses
 from service.uploads import save_upload
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], dependencies=BEARER, responses=error_responses(*AUTHED))
+IMAGE = {"schema": {"type": "string", "format": "binary"}}
+FILE = {"file": {"type": "string", "format": "binary"}}
+FORM = {"schema": {"type": "object", "properties": FILE, "required": ["file"], "additionalProperties": False}}
+LOCATION = {"Location": {"description": "/v1/uploads/{id}", "schema": {"type": "string"}, "required": True}}
 
 
 @router.post(
     "",
     status_code=201,
     response_model=Upload,
+    responses={201: {"headers": LOCATION}, **error_responses(400, 413, 415, 422)},
     openapi_extra={
-        "requestBody": {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "multipart/form-data": {}}}
+        "requestBody": {
+            "required": True,
+            "content": {"image/png": IMAGE, "image/jpeg": IMAGE, "image/webp": IMAGE, "multipart/form-data": FORM},
+        }
     },
 )
 async def upload(
@@ -30,6 +39,8 @@ async def upload(
             form = await request.form(max_files=1, max_fields=4)
         except Exception as exc:
             raise MalformedRequest("The multipart body could not be parsed.") from exc
+        if unknown := sorted(set(form.keys()) - {"file"}):
+            raise InvalidRequest.field([unknown[0]], "is not a field of an upload; send the image as `file` only")
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise InvalidRequest.field(["file"], "a multipart upload needs the file in the field `file`")

@@ -14,7 +14,9 @@ class ImageInput(BaseModel):
     base64: str | None = Field(default=None, description="a PNG, JPEG or WebP file, base64-encoded")
     dataset: str | None = Field(default=None, max_length=64, description="a dataset id, e.g. mnist-5k")
     index: int | None = Field(default=None, ge=0, description="the item of `dataset`")
-    job_id: str | None = Field(default=None, max_length=64, description="an earlier job of the caller")
+    job_id: str | None = Field(
+        default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="an earlier job of the caller"
+    )
     artifact: str | None = Field(default=None, max_length=128, description="an artifact of `job_id`")
 
     @model_validator(mode="after")

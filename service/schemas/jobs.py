@@ -344,6 +344,23 @@ class TrainJob(JobBase):
 AnyJob = NoiseJob | DenoiseJob | SampleJob | Img2ImgJob | InpaintJob | AnagramJob | HybridJob | TrainJob
 JobRequest = Annotated[AnyJob, Field(discriminator="kind")]
 JOB_REQUEST: TypeAdapter[AnyJob] = TypeAdapter(JobRequest)
+# Requests the shipped models run in seconds: the OpenAPI schema's examples (and schemathesis's first cases).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "sample": {"kind": "sample", "model": "mnist-ddpm", "class_label": 7, "n": 2, "steps": 10, "seed": 0},
+    "noise": {
+        "kind": "noise",
+        "model": "mnist-ddpm",
+        "image": {"dataset": "mnist-5k", "index": 12},
+        "timesteps": [50, 250],
+    },
+    "denoise": {
+        "kind": "denoise",
+        "model": "mnist-denoiser",
+        "image": {"dataset": "mnist-5k", "index": 3},
+        "method": "one_step",
+        "sigma": 0.5,
+    },
+}
 KINDS = ("noise", "denoise", "sample", "img2img", "inpaint", "anagram", "hybrid", "train")
 
 

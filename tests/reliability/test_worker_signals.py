@@ -1,0 +1,96 @@
+"""Worker faults 3 and 4 of RELIABILITY.md: a long job keeps its heartbeat; SIGTERM once finishes the job in hand,
+twice stops it at its next step and hands it to another worker. Real API, real worker processes, real Redis."""
+
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import TEST_KEYS, Stack, client_for, running_stack, submit, wait_until
+
+NOISE = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 0}, "sigmas": [0.1]}
+SLOW_SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "3", "n": 24, "seed": 7}  # ~10 s on 2 cores
+
+
+def job(client: httpx.Client, job_id: str) -> dict:
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def running_at_step(client: httpx.Client, job_id: str, step: int) -> dict:
+    def past() -> dict | None:
+        j = job(client, job_id)
+        return j if j["status"] == "running" and (j["progress"] or {}).get("step", 0) >= step else None
+
+    found: dict = wait_until(past, 60, f"the job to pass step {step}")
+    return found
+
+
+def seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def log_of(stack: Stack, name: str) -> str:
+    return Path(stack.log_dir / f"{name}.log").read_text()
+
+
+def test_a_job_longer_than_its_heartbeat_is_never_taken_for_abandoned(redis_url, tmp_path, measured):
+    with (
+        running_stack(redis_url, tmp_path, HEARTBEAT_TTL_S="2", REAPER_INTERVAL_S="0.5") as stack,
+        client_for(stack, TEST_KEYS[-30]) as c,
+    ):
+        done = submit(c, SLOW_SAMPLE, wait=60).json()
+        assert done["status"] == "succeeded", done
+        ran_s = seconds(done["started_at"], done["finished_at"])
+        assert ran_s > 3 * 2  # it outlived its heartbeat three times
+        assert done["attempts"] == 1
+        assert "abandoned" not in log_of(stack, "api")
+        measured(job_s=round(ran_s, 1), heartbeat_ttl_s=2, attempts=1)
+
+
+def test_sigterm_finishes_the_job_in_hand_then_exits(redis_url, tmp_path):
+    with running_stack(redis_url, tmp_path) as stack, client_for(stack, TEST_KEYS[-31]) as c:
+        slow = c.post("/v1/jobs", json=SLOW_SAMPLE).json()
+        waiting = c.post("/v1/jobs", json=NOISE).json()
+        running_at_step(c, slow["id"], 1)
+        stack.workers[0].send_signal(signal.SIGTERM)
+        assert stack.workers[0].wait(60) == 0
+        finished = job(c, slow["id"])
+        assert finished["status"] == "succeeded" and finished["attempts"] == 1, finished
+        assert job(c, waiting["id"])["status"] == "queued"  # a stopping worker takes nothing new
+        stack.start_worker()
+        assert submit(c, NOISE).json()["status"] == "succeeded"
+        assert job(c, waiting["id"])["status"] == "succeeded"
+
+
+def test_a_second_sigterm_stops_the_job_at_its_next_step_and_another_worker_runs_it(redis_url, tmp_path, measured):
+    with (
+        running_stack(redis_url, tmp_path, JOB_RETRIES="0") as stack,  # so the stop must not spend an attempt
+        client_for(stack, TEST_KEYS[-32]) as c,
+    ):
+        slow = c.post("/v1/jobs", json=SLOW_SAMPLE).json()
+        behind = c.post("/v1/jobs", json=NOISE).json()
+        running_at_step(c, slow["id"], 1)
+        worker = stack.workers[0]
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # RQ takes two signals within a second for one
+        worker.send_signal(signal.SIGTERM)
+        signaled = time.monotonic()
+        worker.wait(30)
+        exited_s = time.monotonic() - signaled
+        assert exited_s < 5  # stopped at the next step, not at the end of the job
+        requeued = job(c, slow["id"])
+        assert requeued["status"] == "queued", requeued
+        assert requeued["queue_position"] < job(c, behind["id"])["queue_position"]  # back at the front
+        assert requeued["error"] is None
+
+        stack.start_worker()
+        final = wait_until(lambda: (j := job(c, slow["id"]))["status"] in ("succeeded", "failed") and j, 90, "a rerun")
+        assert final["status"] == "succeeded", final
+        assert final["attempts"] == 2
+        assert len(final["artifacts"]) >= 1
+        assert "stopped with its worker" in log_of(stack, "worker-0")
+        measured(exit_after_second_sigterm_s=round(exited_s, 2), attempts=2, job_retries=0)
