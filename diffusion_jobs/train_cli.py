@@ -35,6 +35,7 @@ FIELDS: list[tuple[str, type, str]] = [
     ("arch", str, "cs180 or unet2d"),
     ("schedule", str, "ddpm: linear or cosine"),
     ("loss", str, "l2 or l1"),
+    ("precision", str, "auto (bf16 where the device has it natively), fp32 or bf16"),
     ("limit", int, "train on this many items, evenly spaced"),
 ]
 

@@ -135,6 +135,25 @@ class TrainResult:
         return self.num_images * len(self.epoch_seconds) / seconds if seconds > 0 else 0.0
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 convolutions natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX
+    (oneDNN's kernels; elsewhere bf16 autocast is several times slower than float32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fused_adam_works(device: torch.device) -> bool:
+    """Whether this torch has Adam's fused kernel for `device`."""
+    p = torch.zeros(2, device=device, requires_grad=True)
+    p.grad = torch.ones_like(p)
+    try:
+        torch.optim.Adam([p], fused=True).step()
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
 def derived_seed(*key: int) -> int:
     """A 63-bit seed from a tuple of ints (numpy's SeedSequence hash), so derived streams never coincide."""
     return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -252,6 +252,11 @@ class TrainJob(JobBase):
         default="linear", validate_default=True, description="ddpm: the beta schedule"
     )
     loss: Literal["l2", "l1"] = "l2"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bfloat16 autocast where the worker's device has native bf16 (CUDA, CPUs with AMX or "
+        "AVX512-BF16), else float32; the weights, optimizer and loss stay float32",
+    )
     limit: Annotated[int, Field(ge=1, le=MAX_TRAIN_ITEMS)] | None = Field(
         default=None, description="train on this many items, evenly spaced through the dataset (default: all)"
     )

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from models.training import native_bf16
 from tests.helpers import TEST_KEYS, Stack, artifact, cli, client_for, decode, png, running_stack, stop, wait_until
 
 TINY = {
@@ -91,13 +93,15 @@ def class_model(owner: httpx.Client) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("objective", "conditioning"),
-    [("denoiser", "none"), ("ddpm", "time"), ("ddpm", "class"), ("flow", "time")],
+    ("objective", "conditioning", "precision"),
+    [("denoiser", "none", "auto"), ("ddpm", "time", "fp32"), ("ddpm", "class", "auto"), ("flow", "time", "bf16")],
 )
-def test_each_objective_and_conditioning_trains_a_model_that_serves(client, objective, conditioning):
+def test_each_objective_and_conditioning_trains_a_model_that_serves(client, objective, conditioning, precision):
     name = f"tiny-{objective}-{conditioning}"
-    job = train(client, name=name, objective=objective, conditioning=conditioning)
+    job = train(client, name=name, objective=objective, conditioning=conditioning, precision=precision)
     assert job["status"] == "succeeded", job
+    native = native_bf16(torch.device("cpu"))  # auto: bf16 autocast where the CPU has it natively
+    assert job["result"]["precision"] == {"auto": "bf16" if native else "fp32"}.get(precision, precision)
     assert job["kind"] == "train" and job["model"] == name
     assert job["params"]["conditioning"] == conditioning and job["params"]["lr"] > 0
     expected = {"noising.png", "loss.png", "epoch_1.png", "metrics.json"} | CHECKPOINT
