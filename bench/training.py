@@ -58,8 +58,8 @@ from models.training import (
     dataset_tensors,
     derived_seed,
     fused_adam_works,
-    native_bf16,
     train,
+    use_bf16,
 )
 
 TARGET_SPEEDUP = 1.5
@@ -159,7 +159,7 @@ def runs_for(objective: str, args: argparse.Namespace, images: torch.Tensor, lab
     fast = replace(base, channels_last=True, fused_adam=fused)
     name = f"train: channels-last, {'fused' if fused else 'for-each'} Adam, EMA"
     runs = [reference_loop(base, images, labels, args.device)]
-    bf16_steps = args.bf16_steps or (args.steps if native_bf16(device) else 8)
+    bf16_steps = args.bf16_steps or (args.steps if use_bf16("auto", device) else 8)
     variants = [(name, fast, None), (f"{name}, bf16", replace(fast, bf16=True), bf16_steps)]
     if args.compile:
         variants.insert(1, (f"{name}, torch.compile", replace(fast, compile=True), None))
@@ -175,7 +175,7 @@ def runs_for(objective: str, args: argparse.Namespace, images: torch.Tensor, lab
         if steps is not None and steps < args.steps:
             notes.append(f"timed over steps 2 to {steps} only")
         run.note = "; ".join(notes)
-        run.job_default = config.bf16 == native_bf16(device) and not config.compile
+        run.job_default = config.bf16 == use_bf16("auto", device) and not config.compile  # a train job's default
         runs.append(run)
     return runs
 

@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any, Literal, TypedDict
 
 import numpy as np
@@ -143,8 +144,14 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """A train job's `precision` on `device`: "bf16", or "auto" where the device has native bf16."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+@cache
 def fused_adam_works(device: torch.device) -> bool:
-    """Whether this torch has Adam's fused kernel for `device`."""
+    """Whether this torch has Adam's fused kernel for `device` (tried once per device and process)."""
     p = torch.zeros(2, device=device, requires_grad=True)
     p.grad = torch.ones_like(p)
     try:

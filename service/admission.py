@@ -222,7 +222,6 @@ def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobB
     """Checks the request against this deployment, fills in the model's defaults; returns the queue it goes to.
     (A train job's name is claimed when it is enqueued: `service.jobs.JobRepo.create`.)"""
     check_limits(req, settings)
-    limits = settings.image_limits
     if isinstance(req, TrainJob):
         check_train(req, settings.data_dir)
         return TRAIN_QUEUE
@@ -233,6 +232,7 @@ def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobB
     check_times(spec, req)
     if isinstance(req, DenoiseJob):
         check_denoise(spec, req)
+    limits = settings.image_limits
     for name, image in req.image_inputs().items():
         check_image(conn, owner, image, [name], limits)
     if isinstance(req, InpaintJob):

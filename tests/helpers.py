@@ -191,3 +191,27 @@ def artifact(client: httpx.Client, job: dict[str, Any], name: str) -> bytes:
     response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
     assert response.status_code == 200, response.text
     return response.content
+
+
+NOISE = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 0}, "sigmas": [0.1]}
+SLOW_SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "3", "n": 24, "seed": 7}  # ~10 s on 2 cores
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+
+
+def job_of(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def finish(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
+    """The job once it is terminal (long polls, past the 60 s cap of one wait), or as it is when `timeout` runs out."""
+    deadline = time.monotonic() + timeout
+    job = job_of(client, job_id)
+    while job["status"] not in TERMINAL and time.monotonic() < deadline:
+        wait = max(0.1, min(30.0, deadline - time.monotonic()))
+        response = client.get(f"/v1/jobs/{job_id}", params={"wait": round(wait, 1)})
+        assert response.status_code == 200, response.text
+        job = response.json()
+    return job

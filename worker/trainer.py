@@ -46,9 +46,9 @@ from models.training import (
     build_model,
     dataset_tensors,
     fused_adam_works,
-    native_bf16,
     noise_process,
     train,
+    use_bf16,
 )
 from models.unet import Net, set_memory_format
 from service.schemas.jobs import TrainJob
@@ -151,7 +151,7 @@ def train_config(req: TrainJob, num_classes: int, device: torch.device) -> Train
         grad_clip=req.grad_clip or None,
         seed=req.seed,
         channels_last=device.type == "cpu",  # ~15 % faster on a CPU (scripts/train_shipped.py)
-        bf16=req.precision == "bf16" or (req.precision == "auto" and native_bf16(device)),
+        bf16=use_bf16(req.precision, device),
         fused_adam=fused_adam_works(device),
         arch=req.arch or "cs180",
         schedule=req.schedule,

@@ -1,8 +1,6 @@
 """Per-key request rates (API.md: 429 with `Retry-After`): real API, real Redis; a refused request leaves nothing."""
 
-from tests.helpers import TEST_KEYS, client_for, running_stack
-
-NOISE = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 0}, "sigmas": [0.1]}
+from tests.helpers import NOISE, TEST_KEYS, client_for, running_stack
 
 
 def test_each_key_has_its_own_write_and_read_budget(redis_url, tmp_path):

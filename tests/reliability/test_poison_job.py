@@ -1,11 +1,9 @@
 """Fault 7 of RELIABILITY.md: a poison job (its model's checkpoint went bad in the store, so the model code raises on
 every attempt) fails after a bounded number of attempts with a readable error; the same worker serves the next job."""
 
-import time
-
 import redis
 
-from tests.helpers import TEST_KEYS, client_for, running_stack, submit
+from tests.helpers import TEST_KEYS, client_for, finish, running_stack, submit
 
 TINY_DENOISER = {
     "kind": "train",
@@ -37,10 +35,7 @@ def test_a_poison_job_fails_after_its_attempts_and_the_worker_serves_the_next(re
 
         worker = stack.workers[0]  # the mnist worker: it has never loaded this model
         poison = submit(c, {"kind": "denoise", "model": "soon-corrupt", "method": "one_step", "image": DIGIT}, wait=60)
-        deadline = time.monotonic() + 60
-        job = poison.json()
-        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-            job = c.get(f"/v1/jobs/{job['id']}", params={"wait": 10}).json()
+        job = finish(c, poison.json()["id"], 60)
         assert job["status"] == "failed", job
         assert job["attempts"] == 3  # the first and JOB_RETRIES more, then no more
         assert job["error"]["type"] == "model_unreadable"

@@ -12,15 +12,23 @@ import httpx
 import numpy as np
 import redis
 
-from tests.helpers import TEST_KEYS, Stack, client_for, own_redis, png, running_stack, wait_until
-
-NOISE = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 0}, "sigmas": [0.1]}
-SLOW_SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "3", "n": 24, "seed": 7}  # ~10 s on 2 cores
-TERMINAL = {"succeeded", "failed", "canceled"}
+from tests.helpers import (
+    NOISE,
+    SLOW_SAMPLE,
+    TERMINAL,
+    TEST_KEYS,
+    Stack,
+    client_for,
+    job_of,
+    own_redis,
+    png,
+    running_stack,
+    wait_until,
+)
 
 
 def statuses(client: httpx.Client, ids: list[str]) -> dict[str, str]:
-    return {i: client.get(f"/v1/jobs/{i}").json()["status"] for i in ids}
+    return {i: job_of(client, i)["status"] for i in ids}
 
 
 def all_end(client: httpx.Client, ids: list[str], timeout: float) -> dict[str, str]:

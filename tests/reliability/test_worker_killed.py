@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bench.queue import start_stack, stop_stack, wait_ready
-from tests.helpers import wait_until
+from tests.helpers import finish, wait_until
 
 SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "5", "n": 8, "seed": 11}
 
@@ -44,9 +44,7 @@ def test_a_worker_killed_mid_sampling_is_restarted_and_the_job_succeeds_within_6
             killed = time.monotonic()
             restarted = wait_until(lambda: [p for p in worker_pids(stack.proc.pid) if p != pid], 30, "a new worker")
             assert restarted
-            final = job
-            while final["status"] not in ("succeeded", "failed") and time.monotonic() - killed < 90:
-                final = c.get(f"/v1/jobs/{job['id']}", params={"wait": 10}).json()
+            final = finish(c, job["id"], 90)
             recovery_s = time.monotonic() - killed
     finally:
         stop_stack(stack)

@@ -8,21 +8,23 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import TEST_KEYS, Stack, client_for, running_stack, submit, wait_until
-
-NOISE = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 0}, "sigmas": [0.1]}
-SLOW_SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "3", "n": 24, "seed": 7}  # ~10 s on 2 cores
-
-
-def job(client: httpx.Client, job_id: str) -> dict:
-    response = client.get(f"/v1/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
+from tests.helpers import (
+    NOISE,
+    SLOW_SAMPLE,
+    TEST_KEYS,
+    Stack,
+    client_for,
+    finish,
+    job_of,
+    running_stack,
+    submit,
+    wait_until,
+)
 
 
 def running_at_step(client: httpx.Client, job_id: str, step: int) -> dict:
     def past() -> dict | None:
-        j = job(client, job_id)
+        j = job_of(client, job_id)
         return j if j["status"] == "running" and (j["progress"] or {}).get("step", 0) >= step else None
 
     found: dict = wait_until(past, 60, f"the job to pass step {step}")
@@ -42,10 +44,8 @@ def test_a_job_longer_than_its_heartbeat_is_never_taken_for_abandoned(redis_url,
         running_stack(redis_url, tmp_path, HEARTBEAT_TTL_S="2", REAPER_INTERVAL_S="0.5") as stack,
         client_for(stack, TEST_KEYS[-30]) as c,
     ):
-        done = c.post("/v1/jobs", json={**SLOW_SAMPLE, "n": 48}).json()  # ~20 s here: many heartbeats anywhere
-        deadline = time.monotonic() + 180
-        while done["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-            done = c.get(f"/v1/jobs/{done['id']}", params={"wait": 30}).json()
+        long = c.post("/v1/jobs", json={**SLOW_SAMPLE, "n": 48}).json()  # ~20 s here: many heartbeats anywhere
+        done = finish(c, long["id"], 180)
         assert done["status"] == "succeeded", done
         ran_s = seconds(done["started_at"], done["finished_at"])
         assert ran_s > 3 * 2  # it outlived its heartbeat three times
@@ -61,12 +61,12 @@ def test_sigterm_finishes_the_job_in_hand_then_exits(redis_url, tmp_path):
         running_at_step(c, slow["id"], 1)
         stack.workers[0].send_signal(signal.SIGTERM)
         assert stack.workers[0].wait(60) == 0
-        finished = job(c, slow["id"])
+        finished = job_of(c, slow["id"])
         assert finished["status"] == "succeeded" and finished["attempts"] == 1, finished
-        assert job(c, waiting["id"])["status"] == "queued"  # a stopping worker takes nothing new
+        assert job_of(c, waiting["id"])["status"] == "queued"  # a stopping worker takes nothing new
         stack.start_worker()
         assert submit(c, NOISE).json()["status"] == "succeeded"
-        assert job(c, waiting["id"])["status"] == "succeeded"
+        assert job_of(c, waiting["id"])["status"] == "succeeded"
 
 
 def test_a_second_sigterm_stops_the_job_at_its_next_step_and_another_worker_runs_it(redis_url, tmp_path, measured):
@@ -85,13 +85,13 @@ def test_a_second_sigterm_stops_the_job_at_its_next_step_and_another_worker_runs
         worker.wait(30)
         exited_s = time.monotonic() - signaled
         assert exited_s < 5  # stopped at the next step, not at the end of the job
-        requeued = job(c, slow["id"])
+        requeued = job_of(c, slow["id"])
         assert requeued["status"] == "queued", requeued
-        assert requeued["queue_position"] < job(c, behind["id"])["queue_position"]  # back at the front
+        assert requeued["queue_position"] < job_of(c, behind["id"])["queue_position"]  # back at the front
         assert requeued["error"] is None
 
         stack.start_worker()
-        final = wait_until(lambda: (j := job(c, slow["id"]))["status"] in ("succeeded", "failed") and j, 90, "a rerun")
+        final = finish(c, slow["id"], 90)
         assert final["status"] == "succeeded", final
         assert final["attempts"] == 2
         assert len(final["artifacts"]) >= 1
