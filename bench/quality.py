@@ -1,13 +1,15 @@
 """Quality benchmark: what the shipped MNIST models' samples look like to a classifier trained on real digits.
 
     .venv/bin/python bench/quality.py [--models mnist-ddpm,mnist-flow] [--per-class 100] [--json PATH]
-                                      [--guidance G] [--guidance-interval LO HI] [--write-quality]
+                                      [--guidance G] [--guidance-interval LO HI] [--clip-denoised]
+                                      [--write-quality]
 
 The judge is bench/classifier.py, a LeNet trained on 4,500 mnist-5k digits (450 per class) and tested on the 500
 held out (the last 50 of each class). Every sample goes through the project's sampler (`start` + `sample_loop` with
 `CFG`, `Anagram`, `Hybrid` or `Inpaint` over the predictor a CPU worker uses), DDPM at all 300 steps, flow matching
 at 50, and is rounded to uint8 as the service's PNGs are before it is judged. --guidance-interval LO HI limits every
-guide to noise levels in [LO, HI], as a job's `guidance_interval` does. For each model:
+guide to noise levels in [LO, HI], as a job's `guidance_interval` does; --clip-denoised clips each step's clean
+estimate to [0, 1], as a job's `clip_denoised` does. For each model:
 
 1. CFG samples, --per-class of each class (gamma 5, sample i seeded --seed + i): the fraction the classifier reads
    as the class asked (target >= 98 %), and the Frechet distance (the FID formula) between the classifier's
@@ -59,6 +61,7 @@ from bench.sampling import (
     machine_info,
     machine_lines,
     make_process,
+    schedule_of,
     table,
     to_uint8,
 )
@@ -69,7 +72,7 @@ from models.imageio import encode_png
 from models.inference import CPU_CHUNK, chunked, for_inference
 from models.judge import digits, features, frechet_distance, logits, split
 from models.predictors import labels, unet_predictor
-from models.processes import NoiseProcess
+from models.processes import NoiseProcess, clipped
 from models.sampling import Inpaint, generators, sample_loop, start
 from models.unet import CS180UNet
 from models.views import VIEWS
@@ -96,6 +99,7 @@ class Subject:
     process: NoiseProcess
     times: list[float]
     interval: tuple[float, float] | None  # --guidance-interval: guide only at noise levels sigma within it
+    clip_denoised: bool = False  # --clip-denoised: each step's clean estimate clipped to [0, 1]
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ def cfg_quality(
         "n": n,
         "guidance_scale": args.guidance,
         "guidance_interval": list(subject.interval) if subject.interval else None,
+        "clip_denoised": subject.clip_denoised,
         "steps": len(subject.times) - 1,
         "seed": args.seed + SEEDS["cfg"],
         "class_accuracy": float(hits.float().mean()),
@@ -357,9 +362,13 @@ def render(judge: Judge, blur_control: float, quality: dict[str, dict[str, Any]]
 # Main
 
 
-def load_subject(checkpoints: Path, model: str, interval: tuple[float, float] | None = None) -> Subject:
-    process = make_process(KINDS[model])
-    return Subject(model, load_unet(checkpoints, model), process, process.times(), interval)
+def load_subject(
+    checkpoints: Path, model: str, interval: tuple[float, float] | None = None, clip: bool = False
+) -> Subject:
+    process = make_process(KINDS[model], schedule_of(checkpoints, model))
+    if clip:
+        process = clipped(process, 0.0, 1.0)  # the MNIST models' value range
+    return Subject(model, load_unet(checkpoints, model), process, process.times(), interval, clip)
 
 
 def references(judge: Judge) -> References:
@@ -422,6 +431,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar=("LO", "HI"),
         help="guide only at noise levels sigma in [LO, HI] (a job's guidance_interval); default: at every step",
     )
+    p.add_argument(
+        "--clip-denoised", action="store_true", help="clip each step's clean estimate to [0, 1] (a job's clip_denoised)"
+    )
     p.add_argument("--cfg-only", action="store_true", help="the CFG samples' figures only (for sweeps)")
     p.add_argument("--per-class", type=int, default=100, help="CFG samples of each class (default 100)")
     p.add_argument("--anagram-n", type=int, default=50, help="samples of each anagram pair (default 50)")
@@ -456,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     blur_control = float((predicted(judge, afar(refs.held_images)) == refs.held_labels).float().mean())
     quality: dict[str, dict[str, Any]] = {}
     for model in args.models:
-        subject = load_subject(args.checkpoints, model, args.guidance_interval)
+        subject = load_subject(args.checkpoints, model, args.guidance_interval, args.clip_denoised)
         quality[model] = evaluate(subject, judge, refs, args)
     machine["load_average_end"] = load_average()
     print(render(judge, blur_control, quality, machine))

@@ -55,7 +55,7 @@ from models.inference import CPU_CHUNK, chunked, compiled, for_inference
 from models.predictors import branches, labels, unet_predictor
 from models.processes import DDPM, Flow, NoiseProcess
 from models.sampling import OnStep, generators, sample_loop, start
-from models.schedules import linear_schedule
+from models.schedules import make_schedule
 from models.unet import CS180UNet
 from worker.allocator import tune_malloc
 
@@ -67,8 +67,15 @@ TARGET_SPEEDUP = 2.0
 SAME_PIXELS_ATOL = 1e-4
 
 
-def make_process(kind: str) -> NoiseProcess:
-    return DDPM(linear_schedule(300)) if kind == "ddpm" else Flow(default_steps=50)
+def make_process(kind: str, schedule: str = "linear") -> NoiseProcess:
+    """The shipped models' processes: DDPM on T = 300 betas of `schedule`, flow matching at 50 steps."""
+    return DDPM(make_schedule(schedule, 300, 1e-4, 0.02)) if kind == "ddpm" else Flow(default_steps=50)
+
+
+def schedule_of(checkpoints: Path, model: str) -> str:
+    """The beta schedule a checkpoint was trained on (its training.json; the spec's linear one without it)."""
+    record = checkpoints / model / "training.json"
+    return str(json.loads(record.read_text())["config"].get("schedule", "linear")) if record.exists() else "linear"
 
 
 def load_unet(checkpoints: Path, model: str) -> CS180UNet:

@@ -10,12 +10,16 @@ Both kinds share one small interface, so the sampling loop, SDEdit and inpaintin
 - `step(x, est, t, t_next, noise)`: one step from an estimate; `noise` is None where the step is deterministic.
 - `preview(x, est, t)`: the clean image the estimate implies.
 
+`clipped(process, lo, hi)` is the same process with each step's clean estimate clipped to the data's range before it
+steps (guided-diffusion's `clip_denoised`, diffusers' `clip_sample`): a guided estimate that overshoots the range
+(CFG at gamma 5 does, at high noise) is then not carried into the state.
+
 DDPM times are indices into the schedule (T - 1 ... 0), with -1 standing for the clean image (abar = 1).
 Flow times run from 0 (pure noise) to 1 (data): x_t = (1 - t) noise + t x1 (CS180 part B, eq. B.3).
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -48,6 +52,7 @@ class DDPM:
     """Noise prediction on a beta schedule; the posterior step of CS180 algorithm B.2, strided as in part A 1.4."""
 
     schedule: DDPMSchedule
+    clip: tuple[float, float] | None = None  # the clean estimate's range in a step; None: unclipped (the spec)
 
     def abar(self, t: float) -> float:
         return 1.0 if t == CLEAN else float(self.schedule.alphas_cumprod[int(t)])
@@ -87,7 +92,7 @@ class DDPM:
         abar, abar_next = self.abar(t), self.abar(t_next)
         alpha = abar / abar_next  # (2) alpha_t = abar_t / abar_t', beta_t = 1 - alpha_t over the stride
         beta = 1 - alpha
-        x0 = self.preview(x, est, t)
+        x0 = clamp(self.preview(x, est, t), self.clip)
         # (3) the posterior mean, from the clean estimate and x_t
         mean = (math.sqrt(abar_next) * beta / (1 - abar)) * x0 + (math.sqrt(alpha) * (1 - abar_next) / (1 - abar)) * x
         return mean if noise is None else mean + math.sqrt(self.variance(t, t_next)) * noise  # (3) + sigma z
@@ -107,6 +112,7 @@ class Flow:
     """Velocity prediction, integrated with Euler steps from noise (t = 0) to data (t = 1): CS180 algorithm B.4."""
 
     default_steps: int = 50
+    clip: tuple[float, float] | None = None  # the clean estimate's range in a step; None: unclipped (the spec)
 
     def times(self, steps: int | None = None, stride: int | None = None) -> list[float]:
         n = steps or self.default_steps
@@ -130,4 +136,16 @@ class Flow:
     def step(
         self, x: torch.Tensor, est: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None
     ) -> torch.Tensor:
+        if self.clip is not None and t < 1:
+            est = (clamp(self.preview(x, est, t), self.clip) - x) / (1 - t)  # the velocity toward the clipped x1
         return x + (t_next - t) * est  # x_t' = x_t + (t' - t) u
+
+
+def clamp(x: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
+    return x if bounds is None else x.clamp(*bounds)
+
+
+def clipped(process: NoiseProcess, lo: float, hi: float) -> NoiseProcess:
+    """`process` with every step's clean estimate clipped to [lo, hi]."""
+    assert isinstance(process, DDPM | Flow), f"no clipping for {type(process).__name__}"
+    return replace(process, clip=(lo, hi))

@@ -6,8 +6,8 @@ Trains on 4,500 digits of mnist-5k, 450 of each class (the last 50 of each class
 held-out set) and saves the
 EMA weights with `save_pretrained` into models/checkpoints/<name>/ (config.json + safetensors), beside training.json:
 the command line, every hyperparameter, the loss of each epoch and step, seconds per epoch, versions, date and the
-number of parameters. A resumable state is written to var/train/<name>/state.pt after every epoch; `--resume`
-goes on from it.
+number of parameters. A resumable state is written to var/train/<name>/state.pt after every epoch (with --out, to
+a folder named after that path, so trainings side by side keep theirs apart); `--resume` goes on from it.
 
 OMP_WAIT_POLICY=PASSIVE (set before torch loads, unless already set): on a machine whose cores are shared, OpenMP
 threads that spin while they wait for a busy core make a step 1.5x slower; idle, it costs nothing.
@@ -66,18 +66,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help="Adam's initial rate (default: the spec's for the objective)")
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--schedule", choices=("linear", "cosine"), help="ddpm: the beta schedule (default: the spec's linear)"
+    )
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, help="default: models/checkpoints/NAME")
-    p.add_argument("--resume", action="store_true", help="go on from var/train/NAME/state.pt")
+    p.add_argument("--resume", action="store_true", help="go on from var/train/NAME/state.pt (per --out)")
     return p.parse_args(argv)
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
     overrides = {
         field: getattr(args, field)
-        for field in ("epochs", "hidden", "batch_size", "lr", "ema_decay", "seed")
+        for field in ("epochs", "hidden", "batch_size", "lr", "ema_decay", "seed", "schedule")
         if getattr(args, field) is not None
     }
     config = replace(PRESETS[args.name], **overrides)
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     config = config_from(args)
     out: Path = args.out or ROOT / "models" / "checkpoints" / args.name
-    state_path = ROOT / "var" / "train" / args.name / "state.pt"
+    run_name = args.name if args.out is None else str(args.out.resolve()).strip("/").replace("/", "_")
+    state_path = ROOT / "var" / "train" / run_name / "state.pt"
     state_path.parent.mkdir(parents=True, exist_ok=True)
 
     data = mnist_5k()

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import torch
 from models.guidance import Predict
 from models.inference import chunk_size, chunked, for_inference
 from models.predictors import unet_predictor
-from models.processes import DDPM, Flow, NoiseProcess
+from models.processes import DDPM, Flow, NoiseProcess, clipped
 from models.schedules import make_schedule
 from models.unet import Net, load_network
 from service.catalog import ModelSpec, builtin_models
@@ -45,6 +45,10 @@ class LoadedModel:
         if self.net is None:
             raise InputError(f"{self.spec.id} has no network here: {self.spec.reason}")
         return chunked(unet_predictor(self.net), chunk_size(self.device))
+
+    def clipped(self) -> "LoadedModel":
+        """The same model, its loops' clean estimates clipped to its value range (a job's `clip_denoised`)."""
+        return replace(self, process=clipped(self.process, *self.spec.value_range))
 
 
 def make_process(spec: ModelSpec) -> NoiseProcess:

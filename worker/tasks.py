@@ -15,7 +15,7 @@ from rq import get_current_job
 
 from models.training import TrainingDiverged
 from service.job_state import iso
-from service.schemas.jobs import TrainJob, parse_job
+from service.schemas.jobs import Schedule, TrainJob, parse_job
 from service.settings import get_settings
 from service.store import make_store
 from worker.dispatch import run_kind
@@ -52,6 +52,8 @@ def run_job(params: dict[str, Any]) -> None:
             result = run_train(req, job, store, hook, settings)
         else:
             model = get_cache().load(req.model, str(job.meta.get("owner")), job.connection, store)
+            if isinstance(req, Schedule) and req.clip_denoised:
+                model = model.clipped()
             ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
             with torch.inference_mode():
                 result = run_kind(req, ctx)

@@ -50,10 +50,16 @@ class NoiseJob(JobBase):
 
 
 class Schedule(BaseModel):
-    """Which times a loop visits: every `stride`-th timestep (DDPM), or `steps` of them; omitted: the model's."""
+    """How a loop steps: the times it visits (every `stride`-th timestep (DDPM), or `steps` of them; omitted: the
+    model's), and whether each step's clean estimate is clipped to the model's value range."""
 
     steps: Annotated[int, Field(ge=1, le=1000)] | None = None
     stride: Annotated[int, Field(ge=1, le=1000)] | None = None
+    clip_denoised: bool = Field(
+        default=False,
+        description="clip each step's clean-image estimate to the model's value range before stepping "
+        "(guided-diffusion's clip_denoised); omitted: the spec's unclipped loop",
+    )
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Self:

@@ -244,6 +244,11 @@ def test_one_step_and_iterative_denoising(client):
             "at least 2",
         ),
         (
+            {"kind": "inpaint", "model": "mnist-ddpm", "image": DIGIT, "mask": DIGIT, "clip_denoised": "sometimes"},
+            ["body", "inpaint", "clip_denoised"],
+            "valid boolean",
+        ),
+        (
             {"kind": "img2img", "model": "mnist-flow", "image": DIGIT, "i_start": [1, 50]},
             ["body", "i_start", 1],
             "below 50",

@@ -85,6 +85,19 @@ def test_guidance_within_an_interval_changes_the_samples_and_keeps_the_class(cli
     assert read.class_accuracy is not None and read.class_accuracy >= 7 / 8
 
 
+def test_clipped_clean_estimates_change_the_samples_and_keep_the_class(client):
+    body = {"kind": "sample", "model": "mnist-ddpm", "prompt": "5", "n": 8, "seed": 40, **FAST["mnist-ddpm"]}
+    plain = succeeded(submit(client, body))
+    clipped = succeeded(submit(client, {**body, "clip_denoised": True}))
+    assert clipped["params"]["clip_denoised"] is True and plain["params"]["clip_denoised"] is False
+    images = pngs(client, clipped)
+    assert all(not np.array_equal(a, b) for a, b in zip(images, pngs(client, plain), strict=True))  # CFG 5 overshoots
+    again = pngs(client, succeeded(submit(client, {**body, "clip_denoised": True})))
+    assert np.array_equal(np.stack(images), np.stack(again))  # same seed, same pixels
+    read = judge_digits(torch.from_numpy(np.stack(images)).float()[:, None], torch.full((8,), 5))
+    assert read.class_accuracy is not None and read.class_accuracy >= 7 / 8
+
+
 def test_the_denoiser_brings_a_noisy_digit_closer_to_the_clean_one(client):
     index = HELD_OUT[3]
     body = {

@@ -7,7 +7,7 @@ import torch
 
 from models.filters import gaussian_blur, highpass
 from models.guidance import CFG, Anagram, Hybrid, Interval
-from models.processes import CLEAN, DDPM, Flow
+from models.processes import CLEAN, DDPM, Flow, clipped
 from models.sampling import Inpaint, generators, sample_loop, start
 from models.schedules import linear_schedule, make_schedule
 from models.views import VIEWS
@@ -59,6 +59,37 @@ def test_ddpm_step_is_the_spec_formula():
     x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
     expected = (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * x + b.sqrt() * z
     assert torch.allclose(process.step(x, eps, t, t - 1, z), expected, atol=1e-5)
+
+
+def test_a_clipped_ddpm_step_is_the_spec_formula_on_the_clipped_clean_estimate():
+    process = DDPM(linear_schedule(300))
+    s = process.schedule
+    x, eps, z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)).unbind(0)
+    t = 200
+    a, ab, ab_prev, b = s.alphas[t], s.alphas_cumprod[t], s.alphas_cumprod[t - 1], s.betas[t]
+    x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(0, 1)
+    expected = (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * x + b.sqrt() * z
+    assert not torch.allclose(process.step(x, eps, t, t - 1, z), expected, atol=1e-3)  # this x0 leaves [0, 1]
+    assert torch.allclose(clipped(process, 0, 1).step(x, eps, t, t - 1, z), expected, atol=1e-5)
+
+
+def test_a_clipped_flow_step_heads_for_the_clipped_clean_estimate():
+    x, u = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2)).unbind(0)
+    t, t_next = 0.3, 0.4
+    x1 = (x + (1 - t) * u).clamp(-0.5, 0.5)  # Flow.preview, clipped
+    step = clipped(Flow(), -0.5, 0.5).step(x, u, t, t_next, None)
+    assert torch.allclose(step, x + (t_next - t) * (x1 - x) / (1 - t), atol=1e-6)
+    assert torch.allclose(clipped(Flow(), -0.5, 0.5).step(x, u, t, 1.0, None), x1, atol=1e-6)  # to t = 1: x1 itself
+
+
+@pytest.mark.parametrize("process", [DDPM(linear_schedule(300)), Flow(default_steps=20)])
+def test_clipping_leaves_a_loop_whose_estimates_stay_in_range_alone(process):
+    times = process.times()
+    gens = generators(0, 3)
+    x = start(process, times, 0, gens, X1)
+    plain = sample_loop(process, oracle(process, X1), unguided, x, times, generators(0, 3))
+    clip = clipped(process, 0, 1)
+    assert torch.allclose(sample_loop(clip, oracle(clip, X1), unguided, x, times, generators(0, 3)), plain, atol=1e-5)
 
 
 def test_forward_process_statistics():
