@@ -50,25 +50,28 @@ def test_ddpm_times_follow_the_course():
     assert Flow().times()[:2] == [0, 0.02] and len(Flow().times()) == 51
 
 
-def test_ddpm_step_is_the_spec_formula():
-    process = DDPM(linear_schedule(300))
-    s = process.schedule
-    x, eps, z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)).unbind(0)
-    t = 120
+X_EPS_Z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)).unbind(0)  # x_t, the estimate, z
+
+
+def spec_step(t: int, clip: tuple[float, float] | None = None) -> torch.Tensor:
+    """Algorithm B.2's step from X_EPS_Z at schedule index t, written out (x0 clipped to `clip` where given)."""
+    s = DDPM(linear_schedule(300)).schedule
+    x, eps, z = X_EPS_Z
     a, ab, ab_prev, b = s.alphas[t], s.alphas_cumprod[t], s.alphas_cumprod[t - 1], s.betas[t]
     x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-    expected = (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * x + b.sqrt() * z
-    assert torch.allclose(process.step(x, eps, t, t - 1, z), expected, atol=1e-5)
+    if clip is not None:
+        x0 = x0.clamp(*clip)
+    return (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * x + b.sqrt() * z
+
+
+def test_ddpm_step_is_the_spec_formula():
+    x, eps, z = X_EPS_Z
+    assert torch.allclose(DDPM(linear_schedule(300)).step(x, eps, 120, 119, z), spec_step(120), atol=1e-5)
 
 
 def test_a_clipped_ddpm_step_is_the_spec_formula_on_the_clipped_clean_estimate():
-    process = DDPM(linear_schedule(300))
-    s = process.schedule
-    x, eps, z = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)).unbind(0)
-    t = 200
-    a, ab, ab_prev, b = s.alphas[t], s.alphas_cumprod[t], s.alphas_cumprod[t - 1], s.betas[t]
-    x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(0, 1)
-    expected = (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * x + b.sqrt() * z
+    process, (x, eps, z), t = DDPM(linear_schedule(300)), X_EPS_Z, 200
+    expected = spec_step(t, clip=(0, 1))
     assert not torch.allclose(process.step(x, eps, t, t - 1, z), expected, atol=1e-3)  # this x0 leaves [0, 1]
     assert torch.allclose(clipped(process, 0, 1).step(x, eps, t, t - 1, z), expected, atol=1e-5)
 
