@@ -72,3 +72,27 @@ def make_schedule(kind: str, T: int, beta_start: float, beta_end: float) -> DDPM
     if kind == "cosine":
         return cosine_schedule(T)
     raise ValueError(f"unknown schedule kind {kind!r}; expected 'linear' or 'cosine'")
+
+
+def eps_loss_weights(kind: str, alphas_cumprod: Tensor, gamma: float = 5.0) -> Tensor:
+    """(T,) per-timestep weights of the noise-prediction loss, normalised to mean 1 over the schedule.
+
+    - "uniform": 1 (the DDPM spec, Ho et al.'s simple loss).
+    - "v": 1 / abar_t = 1 + 1 / SNR_t, what a v-prediction loss weighs the same error by (Salimans & Ho 2022); as
+      flow matching's velocity loss does, it weighs the noisy steps, where a digit's shape and class are decided,
+      above the nearly clean ones.
+    - "min-snr": min(SNR_t, gamma) / SNR_t (Hang et al. 2023, Min-SNR-gamma): the nearly clean steps, whose noise is
+      hardest to tell and least worth telling, weigh less.
+
+    The mean of 1 keeps the loss on the spec's scale, so gradient clipping and the divergence check act alike.
+    """
+    snr = alphas_cumprod.double() / (1 - alphas_cumprod.double())  # (T,)
+    if kind == "uniform":
+        w = torch.ones_like(snr)
+    elif kind == "v":
+        w = 1 + 1 / snr
+    elif kind == "min-snr":
+        w = snr.clamp(max=gamma) / snr
+    else:
+        raise ValueError(f"unknown loss weighting {kind!r}; expected 'uniform', 'v' or 'min-snr'")
+    return (w / w.mean()).float()

@@ -8,7 +8,8 @@
 
 Two networks behind one call, `model(x, t, c, c_mask)` (models/unet.py): the spec's `CS180UNet` (arch "cs180", the
 default) and diffusers' `UNet2DModel` with attention (arch "unet2d", for RGB image folders as seed 004 trained); DDPM
-may use the cosine schedule, and any objective an L1 loss instead of L2.
+may use the cosine schedule and weigh its timesteps (`loss_weight`, models/schedules.eps_loss_weights), and any
+objective an L1 loss instead of L2.
 
 Images are (N, C, H, W) float in [0, 1], the value range the specs train in. A class-conditioned model sees its
 label dropped (c_mask = 0) with probability p_uncond. Adam with an exponential decay stepped once per epoch, gradient
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from models.datasets import ImageDataset
 from models.forward import ddpm_forward, sigma_forward
 from models.processes import DDPM, Flow, NoiseProcess
-from models.schedules import make_schedule
+from models.schedules import eps_loss_weights, make_schedule
 from models.unet import CS180UNet, DiffusersUNet, Net, init_weights, set_memory_format
 
 Objective = Literal["denoiser", "ddpm", "flow"]
@@ -47,7 +48,9 @@ ARCHS: tuple[Arch, ...] = ("cs180", "unet2d")
 Schedule = Literal["linear", "cosine"]
 SCHEDULES: tuple[Schedule, ...] = ("linear", "cosine")
 Loss = Literal["l2", "l1"]
-LOSSES: dict[Loss, Callable[[Tensor, Tensor], Tensor]] = {"l2": F.mse_loss, "l1": F.l1_loss}
+LOSSES: dict[Loss, Callable[..., Tensor]] = {"l2": F.mse_loss, "l1": F.l1_loss}
+LossWeight = Literal["uniform", "v", "min-snr"]
+LOSS_WEIGHTS: tuple[LossWeight, ...] = ("uniform", "v", "min-snr")
 DEFAULT_LR: dict[Objective, float] = {"denoiser": 1e-4, "ddpm": 1e-3, "flow": 1e-2}  # the specs' Adam rates
 INIT, NOISE, SHUFFLE = 0, 1, 2  # generator streams derived from one seed
 
@@ -77,9 +80,16 @@ class TrainConfig:
     arch: Arch = "cs180"  # the network of `build_model`: the spec's CS180UNet, or diffusers' UNet2DModel ("unet2d")
     schedule: Schedule = "linear"  # ddpm: the beta schedule ("cosine": Improved DDPM's, ignores the beta range)
     loss: Loss = "l2"  # the distance between prediction and target: "l2" (mean squared error, the specs) or "l1"
+    loss_weight: LossWeight = "uniform"  # ddpm: each timestep's weight in the loss (models/schedules.eps_loss_weights)
 
     def __post_init__(self) -> None:
-        choices = {"objective": OBJECTIVES, "arch": ARCHS, "schedule": SCHEDULES, "loss": tuple(LOSSES)}
+        choices = {
+            "objective": OBJECTIVES,
+            "arch": ARCHS,
+            "schedule": SCHEDULES,
+            "loss": tuple(LOSSES),
+            "loss_weight": LOSS_WEIGHTS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -229,11 +239,13 @@ def _objective_loss(
     y: Tensor | None,
     config: TrainConfig,
     abar: Tensor | None,
+    weights: Tensor | None,
     gen: torch.Generator,
     conditioned: bool,
 ) -> Tensor:
     """One batch's loss. x (B, C, H, W) in [0, 1]; y (B,) labels or None; `model` the network's forward (compiled or
-    not), class-conditioned or not. Draws on the CPU from `gen`."""
+    not), class-conditioned or not; `weights` (T,) the DDPM loss's per-timestep weights, None for uniform. Draws on
+    the CPU from `gen`."""
     B, dev = x.shape[0], x.device
     noise = torch.randn(x.shape, generator=gen).to(dev, x.dtype)  # (B, C, H, W)
     if config.channels_last:
@@ -253,6 +265,9 @@ def _objective_loss(
             t = torch.randint(0, config.num_timesteps, (B,), generator=gen).to(dev)  # (B,)
             x_t = ddpm_forward(x, t, abar, noise)  # x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
             pred, target = model(x_t, t.to(x.dtype) / config.num_timesteps, c, c_mask), noise
+            if weights is not None:
+                per_image = LOSSES[config.loss](pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+                return (weights[t] * per_image).mean()
         else:
             t = torch.rand(B, generator=gen).to(dev, x.dtype)  # (B,)
             tt = t[:, None, None, None]  # (B, 1, 1, 1)
@@ -293,6 +308,7 @@ def train(
     labels = labels.to(dev, torch.long) if labels is not None else None
     schedule = make_schedule(config.schedule, config.num_timesteps, config.beta_start, config.beta_end)
     abar = schedule.alphas_cumprod.to(dev)
+    weights = None if config.loss_weight == "uniform" else eps_loss_weights(config.loss_weight, abar).to(dev)
     gen = torch.Generator().manual_seed(derived_seed(config.seed, NOISE))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=config.fused_adam or None)
     gamma = config.lr_final_ratio ** (1.0 / config.epochs)
@@ -326,7 +342,7 @@ def train(
             idx = order[i * B : (i + 1) * B]  # (B,)
             x = images[idx].contiguous(memory_format=fmt)  # (B, C, H, W)
             y = labels[idx] if labels is not None else None
-            loss = _objective_loss(forward, x, y, config, abar, gen, conditioned)
+            loss = _objective_loss(forward, x, y, config, abar, weights, gen, conditioned)
             value = float(loss.item())
             first = result.step_losses[0] if result.step_losses else value
             if not math.isfinite(value) or value > DIVERGED_FACTOR * first:

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from models.datasets import held_out_split, mnist_5k
-from models.training import TrainConfig, TrainState, build_model, train
+from models.training import LOSS_WEIGHTS, TrainConfig, TrainState, build_model, train
 from models.unet import set_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--schedule", choices=("linear", "cosine"), help="ddpm: the beta schedule (default: the spec's linear)"
     )
+    p.add_argument("--loss-weight", choices=LOSS_WEIGHTS, help="ddpm: each timestep's weight (default: uniform)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from(args: argparse.Namespace) -> TrainConfig:
     overrides = {
         field: getattr(args, field)
-        for field in ("epochs", "hidden", "batch_size", "lr", "ema_decay", "seed", "schedule")
+        for field in ("epochs", "hidden", "batch_size", "lr", "ema_decay", "seed", "schedule", "loss_weight")
         if getattr(args, field) is not None
     }
     config = replace(PRESETS[args.name], **overrides)

@@ -156,6 +156,7 @@ def train_config(req: TrainJob, num_classes: int, device: torch.device) -> Train
         arch=req.arch or "cs180",
         schedule=req.schedule,
         loss=req.loss,
+        loss_weight=req.loss_weight,
     )
 
 
@@ -295,6 +296,7 @@ class Run:
             "lr": self.config.learning_rate,
             "device": self.device.type,
             "precision": "bf16" if self.config.bf16 else "fp32",
+            "loss_weight": self.config.loss_weight,
         }
 
     def judged(self, net: Net) -> dict[str, Any] | None:

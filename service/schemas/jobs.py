@@ -210,6 +210,12 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+DDPM_ONLY = {  # train fields only a DDPM may change: (the default, the rule)
+    "schedule": ("linear", "only ddpm has a beta schedule"),
+    "loss_weight": ("uniform", "only ddpm weighs its timesteps"),
+}
+
+
 class TrainJob(JobBase):
     """Training (CS180 part B 1, B 2): the result is a new model of the caller's, named `name`, that every sampling
     kind can use. Defaults that depend on the objective are the specs' (TRAIN_DEFAULTS) and are shown in `params`.
@@ -258,6 +264,12 @@ class TrainJob(JobBase):
         default="linear", validate_default=True, description="ddpm: the beta schedule"
     )
     loss: Literal["l2", "l1"] = "l2"
+    loss_weight: Literal["uniform", "v", "min-snr"] = Field(
+        default="uniform",
+        validate_default=True,
+        description="ddpm: each timestep's weight in the noise loss: uniform (the spec), v (1 / abar_t, as a "
+        "v-prediction or flow matching loss weighs it) or min-snr (min(SNR, 5) / SNR)",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
         description="auto: bfloat16 autocast where the worker's device has native bf16 (CUDA, CPUs with AMX or "
@@ -332,11 +344,12 @@ class TrainJob(JobBase):
             raise ValueError(f"unet2d needs hidden a multiple of 8 and an even image_size, got {hidden} and {size}")
         return value
 
-    @field_validator("schedule")
+    @field_validator("schedule", "loss_weight")
     @classmethod
-    def _schedule(cls, value: str, info: ValidationInfo) -> str:
-        if value != "linear" and info.data.get("objective") not in (None, "ddpm"):
-            raise ValueError("only ddpm has a beta schedule")
+    def _ddpm_only(cls, value: str, info: ValidationInfo) -> str:
+        default, rule = DDPM_ONLY[info.field_name or ""]
+        if value != default and info.data.get("objective") not in (None, "ddpm"):
+            raise ValueError(rule)
         return value
 
     @model_validator(mode="after")

@@ -98,7 +98,9 @@ def class_model(owner: httpx.Client) -> dict:
 )
 def test_each_objective_and_conditioning_trains_a_model_that_serves(client, objective, conditioning, precision):
     name = f"tiny-{objective}-{conditioning}"
-    job = train(client, name=name, objective=objective, conditioning=conditioning, precision=precision)
+    weighting = "v" if (objective, conditioning) == ("ddpm", "time") else "uniform"
+    extra = {"loss_weight": weighting} if weighting != "uniform" else {}
+    job = train(client, name=name, objective=objective, conditioning=conditioning, precision=precision, **extra)
     assert job["status"] == "succeeded", job
     native = native_bf16(torch.device("cpu"))  # auto: bf16 autocast where the CPU has it natively
     assert job["result"]["precision"] == {"auto": "bf16" if native else "fp32"}.get(precision, precision)
@@ -113,6 +115,7 @@ def test_each_objective_and_conditioning_trains_a_model_that_serves(client, obje
         if a["media_type"].startswith("image/"):
             Image.open(io.BytesIO(data)).verify()
     metrics = json.loads(artifact(client, job, "metrics.json"))
+    assert metrics["loss_weight"] == job["params"]["loss_weight"] == weighting
     assert metrics["epochs_done"] == 1 and metrics["steps"] == 7 == job["result"]["steps"]  # 200 digits, batch 32
     if objective == "denoiser":
         assert "quality" not in metrics and job["result"]["quality"] is None

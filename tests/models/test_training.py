@@ -8,11 +8,13 @@ import torch
 
 from models.datasets import ImageDataset
 from models.processes import DDPM, Flow
+from models.schedules import linear_schedule
 from models.training import (
     OBJECTIVES,
     TrainConfig,
     TrainingDiverged,
     TrainState,
+    _objective_loss,
     build_model,
     dataset_tensors,
     noise_process,
@@ -225,6 +227,34 @@ def test_schedule_and_loss_change_the_run() -> None:
     assert isinstance(noise_process(_config("flow")), Flow)
     with pytest.raises(ValueError, match="arch must be one of"):
         TrainConfig(arch="resnet")  # type: ignore[arg-type]
+
+
+def test_loss_weights_scale_each_images_loss_by_its_timestep() -> None:
+    images, labels = _data(16)
+    config = _config("ddpm")
+    net = build_model(config)
+    abar = linear_schedule().alphas_cumprod
+
+    def loss(weights: torch.Tensor | None) -> float:
+        gen = torch.Generator().manual_seed(7)  # the same t, noise and label drops each time
+        return float(_objective_loss(net, images, labels, config, abar, weights, gen, True))
+
+    plain = loss(None)
+    assert loss(torch.ones(300)) == pytest.approx(plain, rel=1e-6)
+    assert loss(torch.full((300,), 3.0)) == pytest.approx(3 * plain, rel=1e-6)
+    assert loss(torch.arange(300.0)) != pytest.approx(loss(torch.arange(300.0).flip(0)), rel=1e-3)
+
+
+def test_loss_weight_changes_the_run_and_is_checked() -> None:
+    images, labels = _data(16)
+    firsts = {
+        w: train(build_model(c), images, labels, c).step_losses[0]
+        for w in ("uniform", "v", "min-snr")
+        for c in [_config("ddpm", loss_weight=w)]
+    }
+    assert len(set(firsts.values())) == 3 and all(np.isfinite(list(firsts.values())))
+    with pytest.raises(ValueError, match="loss_weight must be one of"):
+        TrainConfig(loss_weight="snr")  # type: ignore[arg-type]
 
 
 def test_unet2d_resumes_exactly_and_saves(tmp_path: Path) -> None:

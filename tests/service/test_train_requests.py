@@ -40,6 +40,8 @@ def test_given_values_win_and_folders_default_to_unet2d():
         ({"objective": "ddpm", "conditioning": "none"}, "conditioning"),
         ({"objective": "flow", "sigma": 0.3}, "sigma"),
         ({"objective": "flow", "schedule": "cosine"}, "schedule"),
+        ({"objective": "flow", "loss_weight": "v"}, "loss_weight"),
+        ({"objective": "ddpm", "loss_weight": "snr"}, "loss_weight"),
         ({"objective": "flow", "epochs": 2, "sample_epochs": [3]}, "sample_epochs"),
         ({"objective": "flow", "image_size": 64}, "image_size"),
         ({"objective": "flow", "arch": "unet2d", "hidden": 12}, "arch"),
