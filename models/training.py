@@ -250,7 +250,7 @@ def _objective_loss(
     noise = torch.randn(x.shape, generator=gen).to(dev, x.dtype)  # (B, C, H, W)
     if config.channels_last:
         noise = noise.contiguous(memory_format=torch.channels_last)
-    c = c_mask = None
+    c = c_mask = weight = None
     if conditioned:
         if y is None:
             raise ValueError("a class-conditioned model needs labels")
@@ -265,15 +265,16 @@ def _objective_loss(
             t = torch.randint(0, config.num_timesteps, (B,), generator=gen).to(dev)  # (B,)
             x_t = ddpm_forward(x, t, abar, noise)  # x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
             pred, target = model(x_t, t.to(x.dtype) / config.num_timesteps, c, c_mask), noise
-            if weights is not None:
-                per_image = LOSSES[config.loss](pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-                return (weights[t] * per_image).mean()
+            weight = weights[t] if weights is not None else None  # (B,)
         else:
             t = torch.rand(B, generator=gen).to(dev, x.dtype)  # (B,)
             tt = t[:, None, None, None]  # (B, 1, 1, 1)
             x_t = (1 - tt) * noise + tt * x  # (B.3) x_t = (1 - t) x0 + t x1
             pred, target = model(x_t, t, c, c_mask), x - noise  # (B.4) u = x1 - x0
-    return LOSSES[config.loss](pred.float(), target.float())
+    if weight is None:
+        return LOSSES[config.loss](pred.float(), target.float())
+    per_image = LOSSES[config.loss](pred.float(), target.float(), reduction="none").flatten(1).mean(1)  # (B,)
+    return (weight * per_image).mean()
 
 
 def _snapshot(state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -210,9 +210,9 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-DDPM_ONLY = {  # train fields only a DDPM may change: (the default, the rule)
-    "schedule": ("linear", "only ddpm has a beta schedule"),
-    "loss_weight": ("uniform", "only ddpm weighs its timesteps"),
+DDPM_ONLY = {  # train fields only a DDPM may move from their default, and the rule that says so
+    "schedule": "only ddpm has a beta schedule",
+    "loss_weight": "only ddpm weighs its timesteps",
 }
 
 
@@ -347,9 +347,9 @@ class TrainJob(JobBase):
     @field_validator("schedule", "loss_weight")
     @classmethod
     def _ddpm_only(cls, value: str, info: ValidationInfo) -> str:
-        default, rule = DDPM_ONLY[info.field_name or ""]
-        if value != default and info.data.get("objective") not in (None, "ddpm"):
-            raise ValueError(rule)
+        name = info.field_name or ""
+        if value != cls.model_fields[name].default and info.data.get("objective") not in (None, "ddpm"):
+            raise ValueError(DDPM_ONLY[name])
         return value
 
     @model_validator(mode="after")

@@ -99,8 +99,9 @@ def class_model(owner: httpx.Client) -> dict:
 def test_each_objective_and_conditioning_trains_a_model_that_serves(client, objective, conditioning, precision):
     name = f"tiny-{objective}-{conditioning}"
     weighting = "v" if (objective, conditioning) == ("ddpm", "time") else "uniform"
-    extra = {"loss_weight": weighting} if weighting != "uniform" else {}
-    job = train(client, name=name, objective=objective, conditioning=conditioning, precision=precision, **extra)
+    job = train(
+        client, name=name, objective=objective, conditioning=conditioning, precision=precision, loss_weight=weighting
+    )
     assert job["status"] == "succeeded", job
     native = native_bf16(torch.device("cpu"))  # auto: bf16 autocast where the CPU has it natively
     assert job["result"]["precision"] == {"auto": "bf16" if native else "fp32"}.get(precision, precision)
