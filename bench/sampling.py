@@ -7,8 +7,8 @@ For each model (DDPM at all T = 300 steps, flow matching at 50 steps; CFG gamma 
 - reference: bench/reference.py, the spec's algorithm B.4 (two forward passes of B per step, eager fp32, no_grad);
 - service: `start` + `sample_loop` + `CFG` (each image once per step, under both conditions: the UNet's encoder runs
   once for both branches, models/unet.py) under torch.inference_mode over the network as the worker holds it
-  (models/inference.py: BatchNorm folded into the convolutions, channels-last, passes of CPU_CHUNK rows), as the
-  worker runs a `sample` job (without the PNG encoding);
+  (models/inference.py: BatchNorm folded into the convolutions, GELUs in place, channels-last, passes of CPU_CHUNK
+  rows), as the worker runs a `sample` job (without the PNG encoding);
 - the same with each image repeated per branch (2B images through the whole network), to show what sharing gives;
 - the same sampler over the network as loaded (no rewrites), to show what the rewrites give;
 - the service with the predictor under torch.compile (when a probe compiles and runs it within --compile-timeout
@@ -190,7 +190,7 @@ def build_variants(net: CS180UNet, kind: str, args: argparse.Namespace, model: s
     variants = [
         Variant("reference (spec B.4: 2 passes of B, fp32)", lambda: reference_sample(net, kind, cond, args.seed)),
         Variant(
-            f"service (as the worker: shared encoder, BN folded, channels-last, {args.chunk} rows a pass)",
+            f"service (as the worker: shared encoder, BN folded, GELU in place, NHWC, {args.chunk} rows a pass)",
             lambda: service(predict),
         ),
         Variant(f"  the same at {2 * args.chunk} rows a pass", lambda: service(wide)),

@@ -3,6 +3,9 @@
 - `fold_batchnorm`: in eval mode a BatchNorm after a convolution is an affine map per channel, so it folds into the
   convolution's weights and bias (torch.nn.utils.fusion), saving a pass over every activation.
 - channels-last: oneDNN's convolutions are faster on CPU in NHWC.
+- `gelu_in_place`: a GELU whose input is its Sequential's own intermediate (a convolution's or a pooling's output)
+  overwrites it instead of allocating a new tensor: the same function, bit for bit, in about half the time on a CPU
+  (the GELUs were a fifth of a sampling step).
 - `chunked`: a CPU works best on batches that fit its caches; the rows of one step (CFG: B images under 2 conditions)
   in passes of about CPU_CHUNK rows beat one big pass (measured in bench/sampling.py). On CUDA, large batches are
   best: no chunks.
@@ -43,9 +46,34 @@ def fold_batchnorm(net: M) -> M:
     return folded
 
 
+class InPlaceGELU(nn.GELU):
+    """nn.GELU computed in place when no gradient is recorded (inference); as nn.GELU otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        out: torch.Tensor = torch.ops.aten.gelu_(x, approximate=self.approximate)
+        return out
+
+
+def gelu_in_place(net: M) -> M:
+    """`net` with every GELU that follows a layer of its own Sequential made an InPlaceGELU: what it overwrites is
+    that layer's fresh output, which nothing else reads. A GELU first in its Sequential, or behind Identity layers
+    only, would overwrite the Sequential's input: it is left as it is."""
+    for module in net.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i, layer in enumerate(module):
+            fresh = any(not isinstance(before, nn.Identity) for before in list(module)[:i])
+            if type(layer) is nn.GELU and fresh:
+                module[i] = InPlaceGELU(approximate=layer.approximate)
+    return net
+
+
 def for_inference(net: M, device: torch.device) -> M:
-    """The network as a sampling worker should hold it: eval, BatchNorm folded, channels-last on a CPU."""
-    fast = fold_batchnorm(net).to(device)
+    """The network as a sampling worker should hold it: eval, BatchNorm folded, GELUs in place, channels-last on a
+    CPU."""
+    fast = gelu_in_place(fold_batchnorm(net)).to(device)
     if device.type == "cpu":
         set_memory_format(fast, torch.channels_last)
     return fast

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from models.inference import chunked, fold_batchnorm, for_inference
+from models.inference import InPlaceGELU, chunked, fold_batchnorm, for_inference, gelu_in_place
 from models.predictors import labels, unet_predictor
 from models.unet import CS180UNet, init_weights
 
@@ -64,3 +64,33 @@ def test_chunked_prediction_keeps_each_images_conditions_together() -> None:
     repeated = unet_predictor(trained_looking_unet())
     separately = torch.cat([repeated(x, t, cond[:7]), repeated(x, t, cond[7:])])
     assert torch.allclose(whole, separately, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_in_place_gelus_give_the_same_bits_and_never_overwrite_an_input() -> None:
+    net = fold_batchnorm(trained_looking_unet())
+    x, t, cond = inputs(6)
+    expected = unet_predictor(net)(x, t, cond)
+    fast = gelu_in_place(fold_batchnorm(trained_looking_unet()))
+    assert not any(type(m) is nn.GELU for m in fast.modules())
+    assert sum(isinstance(m, InPlaceGELU) for m in fast.modules()) == 22
+    x_before = x.clone()
+    assert torch.equal(unet_predictor(fast)(x, t, cond), expected)
+    assert torch.equal(x, x_before)
+    first = gelu_in_place(nn.Sequential(nn.Identity(), nn.GELU(), nn.Linear(3, 3)))  # the GELU would see the input
+    assert type(first[1]) is nn.GELU
+    y = torch.randn(2, 3)
+    y_before = y.clone()
+    first(y)
+    assert torch.equal(y, y_before)
+
+
+def test_in_place_gelus_keep_their_gradient_when_one_is_recorded() -> None:
+    layer = nn.Sequential(nn.Linear(3, 3), InPlaceGELU())
+    x = torch.randn(4, 3)
+    layer(x).sum().backward()
+    grad = layer[0].weight.grad
+    reference = nn.Sequential(nn.Linear(3, 3), nn.GELU())
+    reference.load_state_dict(layer.state_dict())
+    reference(x).sum().backward()
+    assert grad is not None and torch.allclose(grad, reference[0].weight.grad)
