@@ -211,7 +211,8 @@ def finish(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
     job = job_of(client, job_id)
     while job["status"] not in TERMINAL and time.monotonic() < deadline:
         wait = max(0.1, min(30.0, deadline - time.monotonic()))
-        response = client.get(f"/v1/jobs/{job_id}", params={"wait": round(wait, 1)})
+        # the request may take the whole wait and then some: its timeout must outlast the wait, not the client's
+        response = client.get(f"/v1/jobs/{job_id}", params={"wait": round(wait, 1)}, timeout=wait + 30)
         assert response.status_code == 200, response.text
         job = response.json()
     return job
