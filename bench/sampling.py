@@ -79,7 +79,7 @@ def schedule_of(checkpoints: Path, model: str) -> str:
 
 
 def load_unet(checkpoints: Path, model: str) -> CS180UNet:
-    net: CS180UNet = CS180UNet.from_pretrained(checkpoints / model).eval()
+    net: CS180UNet = CS180UNet.from_pretrained(checkpoints / model, low_cpu_mem_usage=False).eval()
     return net
 
 
