@@ -63,10 +63,11 @@ def gelu_in_place(net: M) -> M:
     for module in net.modules():
         if not isinstance(module, nn.Sequential):
             continue
+        fresh = False  # has a layer before this one made a new tensor?
         for i, layer in enumerate(module):
-            fresh = any(not isinstance(before, nn.Identity) for before in list(module)[:i])
             if type(layer) is nn.GELU and fresh:
                 module[i] = InPlaceGELU(approximate=layer.approximate)
+            fresh = fresh or not isinstance(layer, nn.Identity)
     return net
 
 
