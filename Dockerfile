@@ -28,7 +28,7 @@ FROM base AS api
 RUN pip install \
         "fastapi>=0.115" "uvicorn[standard]>=0.30" "redis>=5.0" "rq>=2.4" \
         "pydantic>=2.7" "pydantic-settings>=2.3" "pillow>=10.3" "python-multipart>=0.0.9" \
-        "httpx>=0.27" "numpy>=1.26"
+        "httpx>=0.27" "numpy>=1.26" "limits>=5.0" "huggingface_hub>=0.34"
 COPY . /src
 RUN pip install --no-deps /src && rm -rf /src
 USER app

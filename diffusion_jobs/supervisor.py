@@ -55,8 +55,9 @@ class Child:
 
 
 def queues_to_serve(settings: Settings) -> list[str]:
-    """The queue of every shipped model, and `train` (training needs no checkpoint)."""
-    return sorted({spec.queue for spec in builtin_models(settings).values()} | {"train"})
+    """The queue of every shipped model that can run something here (DeepFloyd IF once configured), and `train`
+    (training needs no checkpoint)."""
+    return sorted({spec.queue for spec in builtin_models(settings).values() if spec.capabilities} | {"train"})
 
 
 def cli_argv(*args: str) -> list[str]:

@@ -5,6 +5,11 @@ conditions, branch-major (row j N + i is image i under condition j). A condition
 (class labels with -1 for unconditional, or text embeddings), so the branches of a step concatenate, and an image
 that several branches share is passed once: the in-house UNet then runs its encoder once for all of them.
 Every rule is a callable `rule(predict, x, t) -> estimate`, a wrapper around the model in k-diffusion's manner.
+
+An estimate may carry channels past the image's own: DeepFloyd IF's UNet returns its noise estimate and a learned
+variance (3 + 3 channels). The rules combine the image's channels; the rest comes from the conditional branch under
+CFG (as diffusers' IF pipelines take it), is brought back per view without the view's change of sign for an anagram,
+and is averaged for a hybrid.
 """
 
 from collections.abc import Callable
@@ -19,8 +24,11 @@ Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Guide = Callable[[Predict, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    return uncond + scale * (cond - uncond)  # u + gamma (c - u)
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float, channels: int) -> torch.Tensor:
+    """u + gamma (c - u) over the image's `channels`; the channels past them (a learned variance) are c's."""
+    c, u = cond[:, :channels], uncond[:, :channels]
+    guided = u + scale * (c - u)
+    return guided if cond.shape[1] == channels else torch.cat([guided, cond[:, channels:]], dim=1)
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class CFG:
         if self.uncond is None or self.scale == 1.0:
             return predict(x, t, self.cond)
         c, u = predict(x, t, torch.cat([self.cond, self.uncond])).chunk(2)
-        return cfg_combine(c, u, self.scale)
+        return cfg_combine(c, u, self.scale, x.shape[1])
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,9 @@ class Anagram:
             c1, c2, u1, u2 = predict(
                 both, tt, torch.cat([self.cond, self.cond_viewed, self.uncond, self.uncond])
             ).chunk(4)
-            e1, e2 = cfg_combine(c1, u1, self.scale), cfg_combine(c2, u2, self.scale)
-        return (e1 + self.view.inverse(e2)) / 2
+            ch = x.shape[1]
+            e1, e2 = cfg_combine(c1, u1, self.scale, ch), cfg_combine(c2, u2, self.scale, ch)
+        return _join(x, (e1 + self.view.inverse(e2)) / 2, (e1 + self.view.inverse_map(e2)) / 2)
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,18 @@ class Hybrid:
             e_low, e_high = predict(x, t, torch.cat([self.cond_low, self.cond_high])).chunk(2)
         else:
             low, high, u = predict(x, t, torch.cat([self.cond_low, self.cond_high, self.uncond])).chunk(3)
-            e_low, e_high = cfg_combine(low, u, self.scale), cfg_combine(high, u, self.scale)
-        return gaussian_blur(e_low, self.kernel_size, self.sigma) + highpass(e_high, self.kernel_size, self.sigma)
+            ch = x.shape[1]
+            e_low, e_high = cfg_combine(low, u, self.scale, ch), cfg_combine(high, u, self.scale, ch)
+        blended = gaussian_blur(e_low, self.kernel_size, self.sigma) + highpass(e_high, self.kernel_size, self.sigma)
+        return _join(x, blended, (e_low + e_high) / 2)
+
+
+def _join(x: torch.Tensor, image_part: torch.Tensor, extra_part: torch.Tensor) -> torch.Tensor:
+    """The image's channels of `image_part`, then any channels past them from `extra_part`."""
+    ch = x.shape[1]
+    if image_part.shape[1] == ch:
+        return image_part
+    return torch.cat([image_part[:, :ch], extra_part[:, ch:]], dim=1)
 
 
 Rule = CFG | Anagram | Hybrid

@@ -7,7 +7,8 @@ Both kinds share one small interface, so the sampling loop, SDEdit and inpaintin
 - `model_time(t)`: what the network is given for time t (normalised to [0, 1]).
 - `sigma(model_time)`: the noise level at a time the network is given, as k-diffusion and EDM measure it: the
   state, rescaled to the data's scale, is data + sigma * noise. What a guidance interval is measured in.
-- `step(x, est, t, t_next, noise)`: one step from an estimate; `noise` is None where the step is deterministic.
+- `step(x, est, t, t_next, noise)`: one step from an estimate; `noise` is None where the step is deterministic. An
+  estimate may carry a learned variance past the image's channels (DeepFloyd IF): the DDPM step then uses it.
 - `preview(x, est, t)`: the clean image the estimate implies.
 
 `clipped(process, lo, hi)` is the same process with each step's clean estimate clipped to the data's range before it
@@ -49,7 +50,12 @@ class NoiseProcess(Protocol):
 
 @dataclass(frozen=True)
 class DDPM:
-    """Noise prediction on a beta schedule; the posterior step of CS180 algorithm B.2, strided as in part A 1.4."""
+    """Noise prediction on a beta schedule; the posterior step of CS180 algorithm B.2, strided as in part A 1.4.
+
+    The step's variance is fixed (`variance`), or learned where the estimate carries a second part after the image's
+    channels, v in [-1, 1] per pixel: log sigma^2 = (v + 1) / 2 log beta + (1 - v) / 2 log beta_tilde (Nichol &
+    Dhariwal 2021, eq. 15; diffusers' `learned_range`, which the course's `add_variance` calls).
+    """
 
     schedule: DDPMSchedule
     clip: tuple[float, float] | None = None  # the clean estimate's range in a step; None: unclipped (the spec)
@@ -80,8 +86,8 @@ class DDPM:
         return math.sqrt((1 - abar) / abar)  # x_t / sqrt(abar) = x0 + sqrt((1 - abar) / abar) eps
 
     def preview(self, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor:
-        abar = self.abar(t)
-        return (x - math.sqrt(1 - abar) * est) / math.sqrt(abar)  # (1) x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+        abar, eps = self.abar(t), est[:, : x.shape[1]]
+        return (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)  # (1) x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
 
     def is_stochastic(self, t_next: float) -> bool:
         return t_next != CLEAN  # the last step, into the clean image, adds no noise (z = 0 when t = 1)
@@ -95,7 +101,20 @@ class DDPM:
         x0 = clamp(self.preview(x, est, t), self.clip)
         # (3) the posterior mean, from the clean estimate and x_t
         mean = (math.sqrt(abar_next) * beta / (1 - abar)) * x0 + (math.sqrt(alpha) * (1 - abar_next) / (1 - abar)) * x
-        return mean if noise is None else mean + math.sqrt(self.variance(t, t_next)) * noise  # (3) + sigma z
+        if noise is None:
+            return mean
+        if est.shape[1] > x.shape[1]:
+            return mean + self.learned_std(est[:, x.shape[1] :], t, t_next) * noise  # (3) + sigma z, sigma learned
+        return mean + math.sqrt(self.variance(t, t_next)) * noise  # (3) + sigma z
+
+    def learned_std(self, v: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
+        """sigma per pixel from a learned v in [-1, 1]: between the posterior's beta_tilde (v = -1) and beta (v = 1),
+        both over the stride t -> t_next, as diffusers' DDPMScheduler takes them once its timesteps are set."""
+        abar, abar_next = self.abar(t), self.abar(t_next)
+        beta = 1 - abar / abar_next
+        beta_tilde = max((1 - abar_next) / (1 - abar) * beta, 1e-20)
+        frac = (v + 1) / 2
+        return torch.exp(0.5 * (frac * math.log(beta) + (1 - frac) * math.log(beta_tilde)))
 
     def variance(self, t: float, t_next: float) -> float:
         """sigma^2 of the step's noise: beta_t for one schedule step (B.2, the spec); over a stride the posterior's

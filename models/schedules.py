@@ -31,7 +31,8 @@ class DDPMSchedule:
         return int(self.betas.shape[0])
 
 
-def _from_betas(betas: Tensor) -> DDPMSchedule:
+def from_betas(betas: Tensor) -> DDPMSchedule:
+    """The schedule of given betas (T,), e.g. a diffusers scheduler's."""
     betas = betas.to(torch.float64)  # (T,)
     alphas = 1.0 - betas
     alphas_cumprod = torch.cumprod(alphas, dim=0)
@@ -44,7 +45,7 @@ def linear_schedule(T: int = 300, beta_start: float = 1e-4, beta_end: float = 0.
         raise ValueError(f"T must be >= 1, got {T}")
     if not 0.0 < beta_start <= beta_end < 1.0:
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    return _from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+    return from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
 
 def cosine_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> DDPMSchedule:
@@ -62,7 +63,7 @@ def cosine_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> DDPMSc
     f = torch.cos((steps + s) / (1.0 + s) * (math.pi / 2)) ** 2
     abar = f / f[0]
     betas = (1.0 - abar[1:] / abar[:-1]).clamp(max=max_beta)  # (T,)
-    return _from_betas(betas)
+    return from_betas(betas)
 
 
 def make_schedule(kind: str, T: int, beta_start: float, beta_end: float) -> DDPMSchedule:

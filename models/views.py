@@ -1,7 +1,8 @@
 """Views for visual anagrams: orthogonal transforms of an image, each with its inverse (Geng et al., CS180 A 1.8).
 
 Being orthogonal, a view maps a noise estimate as it maps the image, so an estimate made on `view(x)` is brought
-back with `inverse`.
+back with `inverse`. A per-pixel map that is not an image (IF's learned variance: how much noise to add where) moves
+with the pixels but keeps its sign: `inverse_map`.
 """
 
 from collections.abc import Callable
@@ -17,6 +18,7 @@ class View:
     name: str
     view: Transform
     inverse: Transform
+    inverse_map: Transform  # `inverse` for a per-pixel map: where each value goes, its sign unchanged
 
 
 def _flip(x: torch.Tensor) -> torch.Tensor:
@@ -36,8 +38,8 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 
 VIEWS = {
-    "flip": View("flip", _flip, _flip),
-    "rotate_180": View("rotate_180", _rotate_180, _rotate_180),
-    "negate": View("negate", _negate, _negate),
-    "identity": View("identity", _identity, _identity),
+    "flip": View("flip", _flip, _flip, _flip),
+    "rotate_180": View("rotate_180", _rotate_180, _rotate_180, _rotate_180),
+    "negate": View("negate", _negate, _negate, _identity),
+    "identity": View("identity", _identity, _identity, _identity),
 }

@@ -19,6 +19,7 @@ from service.catalog import DATASETS, ModelSpec
 from service.errors import InvalidRequest
 from service.images import ImageLimits, probe_image, verify_pixels
 from service.job_state import artifact_key, status_and_error
+from service.model_status import as_loaded
 from service.registry import Registry
 from service.schemas.images import ImageInput
 from service.schemas.jobs import (
@@ -33,6 +34,8 @@ from service.schemas.jobs import (
     NoiseJob,
     Schedule,
     TrainJob,
+    Upsampled,
+    UpsampleJob,
 )
 from service.settings import Settings
 
@@ -44,9 +47,13 @@ def check_model(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req
     spec = models.get(req.model) or Registry(conn).spec(owner, req.model)
     if spec is None:
         raise InvalidRequest.field(["model"], f"unknown model {req.model!r}; GET /v1/models lists them")
+    spec = as_loaded(conn, spec)
+    if not spec.capabilities:
+        raise InvalidRequest.field(["model"], f"model {spec.id} is not available here: {spec.reason}")
     if req.capability not in spec.capabilities:
         what = req.capability.replace(".", " with method ")
-        raise InvalidRequest.field(["kind"], f"model {spec.id} cannot run {what} now: {spec.reason}")
+        why = f"now: {spec.reason}" if spec.reason else f"(it runs {', '.join(sorted(spec.capabilities))})"
+        raise InvalidRequest.field(["kind"], f"model {spec.id} cannot run {what} {why}")
     return spec
 
 
@@ -104,12 +111,17 @@ COURSE_STARTS, COURSE_STEPS = (1, 3, 5, 7, 10, 20), 33  # SDEdit's i_start list 
 
 
 def course_starts(steps: int) -> list[int]:
-    """The course's i_start list at the same fractions of a run of `steps` steps (itself for IF's 33)."""
+    """The course's i_start list at the same fractions of a run of `steps` steps."""
     return sorted({min(steps - 1, round(i * steps / COURSE_STEPS)) for i in COURSE_STARTS})
 
 
 def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
     """The model's defaults, written into the request so that `params` shows what runs."""
+    if isinstance(req, UpsampleJob):  # stage II's own defaults
+        stage2 = spec.defaults.get("upsample", {})
+        req.guidance_scale = req.guidance_scale if req.guidance_scale is not None else stage2.get("guidance_scale")
+        req.steps = req.steps or stage2.get("steps")
+        req.noise_level = req.noise_level if req.noise_level is not None else stage2.get("noise_level")
     if isinstance(req, Guidance) and req.guidance_scale is None:
         req.guidance_scale = spec.defaults.get("guidance_scale")
     if isinstance(req, Schedule) and req.steps is None and req.stride is None:
@@ -117,14 +129,22 @@ def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
     if isinstance(req, DenoiseJob) and req.method == "iterative" and req.i_start is None:
         req.i_start = 10  # the course's start
     if isinstance(req, Img2ImgJob) and req.i_start is None:
-        req.i_start = course_starts(spec.num_times(req.steps, req.stride) - 1)
+        own_run = (req.steps, req.stride) == (spec.defaults.get("steps"), spec.defaults.get("stride"))
+        if own_run and "i_start" in spec.defaults:  # the course's list on the course's schedule (IF)
+            req.i_start = list(spec.defaults["i_start"])
+        else:
+            req.i_start = course_starts(spec.num_times(req.steps, req.stride) - 1)
     if isinstance(req, DenoiseJob) and req.method == "one_step" and spec.is_denoiser and req.sigma is None:
         req.sigma = spec.defaults.get("sigma")
 
 
 def check_classes(spec: ModelSpec, req: JobBase) -> None:
-    """Prompts of the in-house models are their class names."""
+    """Prompts of the in-house models are their class names; a text model takes any prompt and no class label."""
     prompts: list[tuple[list[str | int], str]] = []
+    if spec.text:
+        if isinstance(req, Conditioned) and req.class_label is not None:
+            raise InvalidRequest.field(["class_label"], f"{spec.id} is conditioned on text; give `prompt`")
+        return
     if isinstance(req, Conditioned):
         if req.prompt is not None:
             prompts.append((["prompt"], req.prompt))
@@ -226,6 +246,8 @@ def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobB
         check_train(req, settings.data_dir)
         return TRAIN_QUEUE
     spec = check_model(conn, models, owner, req)
+    if isinstance(req, Upsampled) and req.upsample and "upsample" not in spec.capabilities:
+        raise InvalidRequest.field(["upsample"], f"model {spec.id} has no stage II to upsample with")
     fill_defaults(spec, req)
     check_schedule(spec, req)
     check_classes(spec, req)

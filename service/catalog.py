@@ -7,10 +7,11 @@ no network run on every listed model; the rest once its checkpoint is on disk.
 
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from service.hf_sources import SourceMissing, read_config
 from service.settings import Settings
 
 NETWORK_FREE = frozenset({"noise", "denoise.blur"})
@@ -25,6 +26,7 @@ DIFFUSION = NETWORK_FREE | {
 }
 DENOISER = NETWORK_FREE | {"denoise.one_step"}
 UNCONDITIONAL = DIFFUSION - {"anagram", "hybrid"}  # a time-only model has no prompts to combine
+TEXT_TO_IMAGE = DIFFUSION | {"upsample"}
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 MNIST_DDPM = {"type": "ddpm", "num_timesteps": 300, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 FLOW = {"type": "flow", "steps": 50}
@@ -47,6 +49,7 @@ class ModelSpec:
     shipped: bool = True
     info: dict[str, Any] = field(default_factory=dict)  # training data, size, measured quality
     objective: str = ""  # what the network predicts: "denoiser" (x from z = x + sigma eps), "ddpm" (eps), "flow" (u)
+    text: bool = False  # conditioned on free text (DeepFloyd IF): any prompt, no class labels
     owner: str | None = None  # a trained model's owner (None: shipped, everyone's)
     checkpoint_key: str | None = None  # a trained model's checkpoint in the artifact store: `<key>/config.json`, ...
     version: str | None = None  # a trained model's checkpoint version (the id of the job that made it)
@@ -89,6 +92,7 @@ class ModelSpec:
             "defaults": self.defaults,
             "shipped": self.shipped,
             "objective": self.objective or None,
+            "text": self.text,
             **self.info,
         }
 
@@ -159,6 +163,72 @@ def _mnist(
     )
 
 
+IF_ID = "deepfloyd-if"
+IF_QUEUE = "deepfloyd"
+IF_DESCRIPTION = "DeepFloyd IF through diffusers: stage I (64 px) and stage II (256 px), T5 text prompts (CS180 part A)"
+IF_DEFAULTS = {  # the course's: CFG 7, strided 990 -> 0 by 30; stage II as diffusers' IFSuperResolutionPipeline runs it
+    "guidance_scale": 7.0,
+    "stride": 30,
+    "i_start": [1, 3, 5, 7, 10, 20],  # img2img: the course's SDEdit starts on that schedule
+    "upsample": {"guidance_scale": 4.0, "steps": 50, "noise_level": 250},
+}
+
+
+IF_SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "variance_type": "learned_range"}
+
+
+def _if_schedule(scheduler: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "ddpm",
+        "num_timesteps": int(scheduler.get("num_train_timesteps", 1000)),
+        "beta_schedule": scheduler.get("beta_schedule", "linear"),
+        "variance": scheduler.get("variance_type", "fixed_small"),
+    }
+
+
+def deepfloyd(settings: Settings) -> ModelSpec:
+    """`deepfloyd-if` as its stages' configs describe it (sizes and schedule read, never assumed), or unavailable with
+    the reason. Stage II, when it is missing, costs only the `upsample` capability."""
+    unavailable = ModelSpec(
+        IF_ID,
+        IF_DESCRIPTION,
+        IF_QUEUE,
+        64,
+        3,
+        (-1.0, 1.0),
+        _if_schedule(IF_SCHEDULER),
+        frozenset(),
+        reason="DEEPFLOYD_STAGE1 is not set (README: serving DeepFloyd IF)",
+        defaults=IF_DEFAULTS,
+        shipped=True,
+        objective="ddpm",
+        text=True,
+    )
+    source, allow = settings.deepfloyd_stage1, settings.deepfloyd_allow_download
+    if source is None:
+        return unavailable
+    try:
+        unet = read_config(source, "unet/config.json", allow)
+        scheduler = read_config(source, "scheduler/scheduler_config.json", allow)
+    except SourceMissing as exc:
+        return replace(unavailable, reason=f"stage I: {exc}")
+    stage2: dict[str, Any] = {"available": False, "reason": "DEEPFLOYD_STAGE2 is not set"}
+    if settings.deepfloyd_stage2 is not None:
+        try:
+            size = int(read_config(settings.deepfloyd_stage2, "unet/config.json", allow)["sample_size"])
+            stage2 = {"available": True, "reason": None, "image_size": size, "source": settings.deepfloyd_stage2}
+        except (SourceMissing, KeyError) as exc:
+            stage2["reason"] = f"stage II: {exc}"
+    return replace(
+        unavailable,
+        image_size=int(unet["sample_size"]),
+        schedule=_if_schedule(scheduler),
+        capabilities=TEXT_TO_IMAGE if stage2["available"] else DIFFUSION,
+        reason=None,
+        info={"stage1": {"source": source}, "stage2": stage2},
+    )
+
+
 def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
     root = checkpoints_dir(settings)
     models = [
@@ -192,6 +262,7 @@ def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
             {"guidance_scale": 5.0, "steps": 50},
             "flow",
         ),
+        deepfloyd(settings),
     ]
     return {m.id: m for m in models}
 

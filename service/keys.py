@@ -46,3 +46,13 @@ def model_checkpoint(owner: str, model_id: str, version: str) -> str:
 def train_state(job_id: str) -> str:
     """A train job's resumable state after its last epoch, in the artifact store."""
     return f"train/{job_id}/state.pt"
+
+
+def model_status(model_id: str) -> str:
+    """A shipped model as the last worker to load it found it (JSON), or why it could not (service/model_status.py)."""
+    return f"dj:model-status:{model_id}"
+
+
+def prompt_embedding(encoder: str, digest: str) -> str:
+    """A prompt's text embedding (safetensors bytes), keyed by the encoder and the prompt's SHA-256."""
+    return f"dj:prompt:{encoder}:{digest}"

@@ -20,8 +20,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/data")  # datasets: mnist/, fashion-mnist/, image folders
     models_dir: Path = Path("var/models")  # local copies of trained models
     checkpoints_dir: Path | None = None  # the shipped models' checkpoints; default: the `models` package's
+    # DeepFloyd IF (README, "Part A on DeepFloyd IF"): each stage a local folder or a hub id in the local HF cache.
     deepfloyd_stage1: str | None = None
     deepfloyd_stage2: str | None = None
+    deepfloyd_prompt_embeds: Path | None = None  # a torch.save'd {prompt: (1, L, D) tensor}: no text encoder at all
+    deepfloyd_variant: str | None = "fp16"  # the weights' file variant (the hub repos' fp16 files); "" for none
+    deepfloyd_allow_download: bool = False  # fetch what the local cache lacks from the hub (needs HF_TOKEN)
+    deepfloyd_cpu_offload: bool = False  # CUDA: keep each part on the CPU until it runs (accelerate; small GPUs)
+    prompt_cache_ttl_s: int = 30 * 24 * 3600  # text embeddings in Redis, shared by every worker
 
     # The HTTP server.
     host: str = "127.0.0.1"
@@ -56,6 +62,14 @@ class Settings(BaseSettings):
     progress_interval_s: float = 0.25  # the fastest a job's progress is written to Redis
     redis_timeout_s: float = 3.0  # connect and socket timeout; past it the API answers 503
     log_level: str = Field(default="INFO")
+    cuda_memory_fraction: float | None = Field(default=None, gt=0, le=1)  # a worker's cap on its GPU's memory
+
+    @field_validator(
+        "deepfloyd_stage1", "deepfloyd_stage2", "deepfloyd_variant", "deepfloyd_prompt_embeds", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("rate_limit_writes", "rate_limit_reads")
     @classmethod

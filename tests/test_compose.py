@@ -1,6 +1,8 @@
 """Static checks of docker-compose.yml and the Dockerfile (no Docker engine needed)."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,32 @@ def test_dockerfile_defines_api_and_worker_targets() -> None:
     pattern = re.compile(r"^\s*FROM\s+\S+\s+AS\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
     stages = pattern.findall(DOCKERFILE.read_text())
     assert {"api", "worker"} <= {s.lower() for s in stages}, stages
+
+
+# What the API's code imports, by the pip name that provides it (starlette comes with fastapi).
+PROVIDED_BY = {"PIL": "pillow", "pydantic_settings": "pydantic-settings", "starlette": "fastapi"}
+API_IMPORTS = """
+import ast, sys
+import service.app
+names = set()
+for name, module in list(sys.modules.items()):
+    if name.split(".")[0] in ("service", "models", "diffusion_jobs") and getattr(module, "__file__", None):
+        for node in ast.walk(ast.parse(open(module.__file__).read())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+print(" ".join(sorted(n for n in names if n not in sys.stdlib_module_names)))
+"""
+
+
+def test_the_api_image_installs_everything_the_api_imports() -> None:
+    """The api target installs its dependencies by hand (no torch): each third-party module that the API's own code
+    imports must be among them."""
+    out = subprocess.run([sys.executable, "-c", API_IMPORTS], capture_output=True, text=True, check=True, cwd=ROOT)
+    imported = set(out.stdout.split()) - {"service", "models", "diffusion_jobs"}
+    stage = DOCKERFILE.read_text().split("AS api", 1)[1].split("COPY", 1)[0]
+    installed = {re.split(r"[<>=\[]", spec)[0].lower() for spec in re.findall(r'"([^"]+)"', stage)}
+    missing = {name for name in imported if PROVIDED_BY.get(name, name).lower() not in installed}
+    assert not missing, f"the api image lacks {missing}"
+    assert "torch" not in imported

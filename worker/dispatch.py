@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from service.schemas.jobs import JobBase
-from worker import generate, kinds
+from service.schemas.jobs import JobBase, Upsampled
+from worker import generate, kinds, upsample
 from worker.kinds import JobContext, Kind
 
 KINDS: dict[str, Kind] = {
@@ -16,8 +16,13 @@ KINDS: dict[str, Kind] = {
     "inpaint": generate.run_inpaint,
     "anagram": generate.run_anagram,
     "hybrid": generate.run_hybrid,
+    "upsample": upsample.run_upsample,
 }
 
 
 def run_kind(req: JobBase, ctx: JobContext) -> dict[str, Any]:
-    return KINDS[req.capability](req, ctx)
+    """The kind's function, then stage II over its images where the job asks (`upsample: true`)."""
+    result = KINDS[req.capability](req, ctx)
+    if isinstance(req, Upsampled) and req.upsample:
+        result.update(upsample.upsample_outputs(req, ctx))
+    return result

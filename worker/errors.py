@@ -20,3 +20,8 @@ class WorkerStopping(WorkerError):
 class ModelUnreadable(WorkerError):
     """A trained model's checkpoint does not load (a bad copy): retried from the store's copy, a bounded number of
     times, then the job fails with this message."""
+
+
+class ModelUnavailable(WorkerError):
+    """A shipped model's files are configured but do not load here (DeepFloyd IF): the job fails at once, and the
+    model is shown unavailable with the reason until a worker loads it."""

@@ -11,7 +11,7 @@ from models.figures import is_frame
 from models.grid import make_grid
 from models.guidance import CFG, Anagram, Guide, Hybrid, Interval, Rule
 from models.imageio import encode_gif
-from models.predictors import labels
+from models.processes import NoiseProcess
 from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
 from models.views import VIEWS
 from service.schemas.jobs import (
@@ -24,42 +24,31 @@ from service.schemas.jobs import (
     InpaintJob,
     SampleJob,
 )
-from worker.errors import InputError
 from worker.kinds import JobContext, save_denoised
 
 INPAINT_STREAM = 1_000_003  # the known pixels' noise comes from other generators than the samples'
-
-
-def class_of(ctx: JobContext, prompt: str | None, class_label: int | None) -> int | None:
-    classes = ctx.model.spec.classes
-    if prompt is not None:
-        if prompt not in classes:
-            raise InputError(f"{ctx.model.spec.id} knows the prompts {', '.join(classes)}; not {prompt!r}")
-        return classes.index(prompt)
-    if class_label is not None and class_label >= len(classes):
-        raise InputError(f"{ctx.model.spec.id} has {len(classes)} classes; class_label {class_label} is past them")
-    return class_label
 
 
 def scale_of(req: Guidance) -> float:
     return req.guidance_scale if req.guidance_scale is not None else 1.0  # admission fills in the model's default
 
 
-def guided(ctx: JobContext, req: Guidance, rule: Rule) -> Guide:
-    """`rule`, applied only within the job's `guidance_interval` where it has one."""
+def guided(req: Guidance, rule: Rule, process: NoiseProcess) -> Guide:
+    """`rule`, applied only within the job's `guidance_interval` (noise levels of `process`) where it has one."""
     if req.guidance_interval is None:
         return rule
     lo, hi = req.guidance_interval
-    return Interval(rule, ctx.model.process.sigma, lo, hi)
+    return Interval(rule, process.sigma, lo, hi)
 
 
-def cfg_for(ctx: JobContext, req: Conditioned, n: int) -> Guide:
-    """CFG on the requested class; unconditional (one branch) when there is none."""
-    label = class_of(ctx, req.prompt, req.class_label)
-    device = ctx.model.device
-    if label is None:
-        return CFG(labels(None, n, device), None)
-    return guided(ctx, req, CFG(labels(label, n, device), labels(None, n, device), scale_of(req)))
+def cfg_for(ctx: JobContext, req: Conditioned, n: int, process: NoiseProcess | None = None) -> Guide:
+    """CFG on the requested prompt or class; unconditional (one branch) when there is none."""
+    model = ctx.model
+    cond = model.condition(req.prompt, req.class_label, n)
+    if req.prompt is None and req.class_label is None:
+        return CFG(cond, None)
+    rule = CFG(cond, model.condition(None, None, n), scale_of(req))
+    return guided(req, rule, process or model.process)
 
 
 def reporter(
@@ -154,7 +143,7 @@ def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
     out = sample_loop(
         model.process,
         model.predict,
-        CFG(labels(None, 1, x0.device), None),
+        CFG(model.condition(None, None, 1), None),
         noisy,
         times[i_start:],
         gens,
@@ -180,15 +169,13 @@ def run_inpaint(req: InpaintJob, ctx: JobContext) -> dict[str, Any]:
     return {"seeds": [req.seed + i for i in range(req.n)], "masked_fraction": round(float(mask.mean()), 4), **ctx.notes}
 
 
-def _prompt_labels(ctx: JobContext, prompts: list[str], n: int) -> list[torch.Tensor]:
-    return [labels(class_of(ctx, p, None), n, ctx.model.device) for p in prompts]
-
-
 def run_anagram(req: AnagramJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None
-    upright, viewed = _prompt_labels(ctx, req.prompts, req.n)
+    model = ctx.model
+    upright, viewed = (model.condition(p, None, req.n) for p in req.prompts)
     view = VIEWS[req.view]
-    guide = guided(ctx, req, Anagram(upright, viewed, labels(None, req.n, ctx.model.device), view, scale_of(req)))
+    uncond = model.condition(None, None, req.n)
+    guide = guided(req, Anagram(upright, viewed, uncond, view, scale_of(req)), model.process)
     images = generate(ctx, guide, req.n, req.seed, req.steps, req.stride)
     for i, image in enumerate(images):
         ctx.outputs.save_png(f"view_{i}.png", view.view(image))  # the second reading, as the eye sees it turned
@@ -197,8 +184,9 @@ def run_anagram(req: AnagramJob, ctx: JobContext) -> dict[str, Any]:
 
 def run_hybrid(req: HybridJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None
-    low, high = _prompt_labels(ctx, req.prompts, req.n)
-    uncond = labels(None, req.n, ctx.model.device)
-    guide = guided(ctx, req, Hybrid(low, high, uncond, req.kernel_size, req.sigma, scale_of(req)))
+    model = ctx.model
+    low, high = (model.condition(p, None, req.n) for p in req.prompts)
+    uncond = model.condition(None, None, req.n)
+    guide = guided(req, Hybrid(low, high, uncond, req.kernel_size, req.sigma, scale_of(req)), model.process)
     generate(ctx, guide, req.n, req.seed, req.steps, req.stride)
     return {"seeds": [req.seed + i for i in range(req.n)]}

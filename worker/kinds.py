@@ -14,20 +14,19 @@ from models.filters import gaussian_blur
 from models.forward import sigma_forward
 from models.grid import make_grid
 from models.imageio import resize
-from models.predictors import labels
 from models.sampling import generators
 from service.schemas.images import ImageInput
 from service.schemas.jobs import DenoiseJob, NoiseJob
 from service.store import ArtifactStore
 from worker.hook import StepHook
 from worker.inputs import load_image
-from worker.model_cache import LoadedModel
+from worker.model_cache import Servable
 from worker.outputs import Outputs
 
 
 @dataclass
 class JobContext:
-    model: LoadedModel
+    model: Servable
     store: ArtifactStore
     hook: StepHook
     outputs: Outputs
@@ -108,11 +107,11 @@ def run_one_step(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
         )
         noisy = add_noise(ctx, x0, t, None, req.seed)
         t_model = torch.full((1,), model.process.model_time(t), device=x0.device)
-        est = model.predict(noisy, t_model, labels(None, 1, x0.device))
+        est = model.predict(noisy, t_model, model.condition(None, None, 1))
         denoised = model.process.preview(noisy, est, t)
     else:  # the single-step denoiser: z = x + sigma eps in, x out
         noisy = add_noise(ctx, x0, None, req.sigma, req.seed)
-        denoised = model.predict(noisy, torch.zeros(1, device=x0.device), labels(None, 1, x0.device))
+        denoised = model.predict(noisy, torch.zeros(1, device=x0.device), model.condition(None, None, 1))
     ctx.hook("denoising", 1, 1)
     save_denoised(ctx, noisy, denoised)
     return {"seed": req.seed, **ctx.notes}

@@ -25,6 +25,8 @@ from service.redis_conn import sync_client
 from service.settings import Settings
 from worker import context
 from worker.allocator import tune_malloc
+from worker.gpu import limit_memory
+from worker.model_cache import get_cache
 
 log = logging.getLogger(__name__)
 WORKER_TTL_S = 60  # the worker's own key; also bounds how long a blocking dequeue may wait on a frozen Redis
@@ -70,6 +72,7 @@ def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
     """Serves `queue_name` until stopped (or, with `burst`, until the queue is empty)."""
     log.info("glibc malloc thresholds raised: %s", tune_malloc())
     guard_decoder(settings.image_limits)
+    limit_memory(settings.cuda_memory_fraction)
     importlib.import_module("worker.tasks")  # torch and the models load now, not in the first job
 
     backoff = 1.0
@@ -78,6 +81,8 @@ def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
         conn = sync_client(settings)
         try:
             conn.ping()
+            if worker is None:  # the first connection: the queue's models load before the first job
+                get_cache().warm(queue_name, conn)
             worker = make_worker(conn, queue_name, settings)
             backoff = 1.0
             worker.work(burst=burst, logging_level=settings.log_level)

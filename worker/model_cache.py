@@ -4,9 +4,13 @@ Shipped models come from their folders. A trained model comes from the artifact 
 to MODELS_DIR/trained/<owner>/<id>/<version>/), looked up in its owner's registry at every job: a cached network is
 used only while the registry still names its version, so a deleted or retrained model is never served stale (and its
 local copy is removed when a job finds it gone). At most MAX_TRAINED trained models stay loaded (the least recently
-used goes first).
+used goes first). DeepFloyd IF loads once per worker (worker/deepfloyd.py); a worker that cannot load it says why in
+Redis, so the API shows it unavailable with that reason and refuses its jobs.
+
+Every model is a `Servable`: what the loops need of it, whatever its network.
 """
 
+import logging
 import os
 import shutil
 import tempfile
@@ -14,23 +18,49 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol, Self
 
 import redis
 import torch
 
 from models.guidance import Predict
 from models.inference import chunk_size, chunked, for_inference
-from models.predictors import unet_predictor
+from models.predictors import labels, unet_predictor
 from models.processes import DDPM, Flow, NoiseProcess, clipped
 from models.schedules import make_schedule
 from models.unet import Net, load_network
-from service.catalog import ModelSpec, builtin_models
+from service.catalog import IF_ID, NETWORK_FREE, ModelSpec, builtin_models
+from service.model_status import report_failed, report_loaded
 from service.registry import CHECKPOINT_FILES, Registry
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore
-from worker.errors import InputError, ModelUnreadable
+from worker.deepfloyd import load_if
+from worker.errors import InputError, ModelUnavailable, ModelUnreadable
 
+log = logging.getLogger(__name__)
 MAX_TRAINED = 8
+
+
+class Servable(Protocol):
+    """What the job kinds use of a model."""
+
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    @property
+    def process(self) -> NoiseProcess: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def predict(self) -> Predict: ...
+
+    def condition(self, prompt: str | None, class_label: int | None, n: int) -> torch.Tensor:
+        """(n, ...) the condition of each of n samples; neither given: the unconditional one."""
+        ...
+
+    def clipped(self) -> Self: ...
 
 
 @dataclass(frozen=True)
@@ -46,6 +76,17 @@ class LoadedModel:
             raise InputError(f"{self.spec.id} has no network here: {self.spec.reason}")
         return chunked(unet_predictor(self.net), chunk_size(self.device))
 
+    def condition(self, prompt: str | None, class_label: int | None, n: int) -> torch.Tensor:
+        """(n,) class labels: a prompt is a class name; neither: UNCONDITIONAL."""
+        classes = self.spec.classes
+        if prompt is not None:
+            if prompt not in classes:
+                raise InputError(f"{self.spec.id} knows the prompts {', '.join(classes)}; not {prompt!r}")
+            class_label = classes.index(prompt)
+        elif class_label is not None and class_label >= len(classes):
+            raise InputError(f"{self.spec.id} has {len(classes)} classes; class_label {class_label} is past them")
+        return labels(class_label, n, self.device)
+
     def clipped(self) -> "LoadedModel":
         """The same model, its loops' clean estimates clipped to its value range (a job's `clip_denoised`)."""
         return replace(self, process=clipped(self.process, *self.spec.value_range))
@@ -60,10 +101,11 @@ def make_process(spec: ModelSpec) -> NoiseProcess:
 
 class ModelCache:
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.specs = builtin_models(settings)
         self.models_dir = settings.models_dir
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self._loaded: dict[str, LoadedModel] = {}
+        self._loaded: dict[str, Servable] = {}
         self._trained: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
 
     def spec(self, model_id: str) -> ModelSpec:
@@ -78,13 +120,24 @@ class ModelCache:
         owner: str | None = None,
         conn: redis.Redis | None = None,
         store: ArtifactStore | None = None,
-    ) -> LoadedModel:
+    ) -> Servable:
         """A shipped model, or (given the owner, Redis and the store) one the owner trained."""
         if model_id in self.specs or owner is None or conn is None or store is None:
-            return self._shipped(model_id)
+            return self._shipped(model_id, conn)
         return self._trained_model(model_id, owner, conn, store)
 
-    def _shipped(self, model_id: str) -> LoadedModel:
+    def warm(self, queue: str, conn: redis.Redis) -> None:
+        """Loads the shipped models of `queue` before the first job; one that does not load is reported, not fatal."""
+        for spec in self.specs.values():
+            if spec.queue == queue and spec.capabilities - NETWORK_FREE:
+                try:
+                    self._shipped(spec.id, conn)
+                except ModelUnavailable as exc:
+                    log.error("%s", exc)
+
+    def _shipped(self, model_id: str, conn: redis.Redis | None = None) -> Servable:
+        if model_id == IF_ID and model_id not in self._loaded:
+            self._loaded[model_id] = self._deepfloyd(conn)
         if model_id not in self._loaded:
             spec = self.spec(model_id)
             net = None
@@ -92,6 +145,20 @@ class ModelCache:
                 net = for_inference(load_network(spec.checkpoint), self.device)
             self._loaded[model_id] = LoadedModel(spec, make_process(spec), net, self.device)
         return self._loaded[model_id]
+
+    def _deepfloyd(self, conn: redis.Redis | None) -> Servable:
+        spec = self.spec(IF_ID)
+        if not spec.available or conn is None:
+            raise ModelUnavailable(f"{IF_ID} is not available here: {spec.reason}")
+        try:
+            model = load_if(spec, self.settings, self.device, conn)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            log.exception("%s did not load", IF_ID)
+            report_failed(conn, IF_ID, reason)
+            raise ModelUnavailable(f"{IF_ID} did not load on this worker: {reason}") from exc
+        report_loaded(conn, model.spec)
+        return model
 
     def _trained_model(self, model_id: str, owner: str, conn: redis.Redis, store: ArtifactStore) -> LoadedModel:
         key = (owner, model_id)

@@ -16,6 +16,7 @@ class Outputs:
         self.store = store
         self.hook = hook
         self.ttl_s = ttl_s
+        self.pngs: dict[str, torch.Tensor] = {}  # (C, H, W) in [0, 1]: what each PNG was made from
 
     def save(self, name: str, data: bytes, media_type: str) -> None:
         self.store.put(keys.artifact(self.job.id, name), data, media_type, self.ttl_s)
@@ -25,6 +26,7 @@ class Outputs:
     def save_png(self, name: str, image: torch.Tensor) -> None:
         """`image`: (C, H, W) in [0, 1]."""
         self.save(name, encode_png(image), "image/png")
+        self.pngs[name] = image
 
     def save_images(self, images: torch.Tensor, nrow: int | None = None) -> None:
         """`images`: (B, C, H, W) in [0, 1]; each as image_{i}.png, and a grid.png when there are several."""

@@ -1,6 +1,7 @@
 """The job function RQ runs (`worker.tasks.run_job`): re-validate, run the kind, record how it ended.
 
-Ends a job itself (no retry) when the caller canceled it, its input cannot be used, or its training diverged;
+Ends a job itself (no retry) when the caller canceled it, its input cannot be used, its model does not load here, or
+its training diverged;
 re-raises anything else, so RQ retries it a bounded number of times (a cause that may pass: a lost worker, CUDA out
 of memory). A retried `train` job goes on from its last saved epoch.
 """
@@ -19,7 +20,8 @@ from service.schemas.jobs import Schedule, TrainJob, parse_job
 from service.settings import get_settings
 from service.store import make_store
 from worker.dispatch import run_kind
-from worker.errors import InputError, JobCanceled, ModelUnreadable, WorkerStopping
+from worker.errors import InputError, JobCanceled, ModelUnavailable, ModelUnreadable, WorkerStopping
+from worker.gpu import measured
 from worker.hook import StepHook
 from worker.kinds import JobContext
 from worker.model_cache import get_cache
@@ -55,8 +57,10 @@ def run_job(params: dict[str, Any]) -> None:
             if isinstance(req, Schedule) and req.clip_denoised:
                 model = model.clipped()
             ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
-            with torch.inference_mode():
+            with measured(model.device) as gpu_memory, torch.inference_mode():
                 result = run_kind(req, ctx)
+            if gpu_memory:
+                result["gpu_memory"] = gpu_memory
     except WorkerStopping:
         log.warning("job=%s attempt=%d stopped with its worker; queued again", job.id, attempt)
         job.retries_left = (job.retries_left or 0) + 1  # RQ's retry path requeues it; the stop costs no attempt
@@ -76,6 +80,16 @@ def run_job(params: dict[str, Any]) -> None:
         error = {"type": "invalid_input", "message": str(exc).splitlines()[0]}
         hook.save_meta(outcome="failed", error=error, finished_at=_now())
         return
+    except ModelUnavailable as exc:
+        log.info("job=%s: %s", job.id, exc)
+        hook.save_meta(outcome="failed", error={"type": "model_unavailable", "message": str(exc)}, finished_at=_now())
+        return
+    except torch.cuda.OutOfMemoryError as exc:
+        log.exception("job=%s attempt=%d: CUDA out of memory", job.id, attempt)
+        torch.cuda.empty_cache()  # what the failed job held goes back before the next one
+        message = f"the GPU ran out of memory ({str(exc).splitlines()[0][:200]}); fewer images (n) need less"
+        hook.save_meta(error={"type": "out_of_memory", "message": message})
+        raise
     except ModelUnreadable as exc:
         log.exception("job=%s attempt=%d: %s", job.id, attempt, exc)
         hook.save_meta(error={"type": "model_unreadable", "message": str(exc)})

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from service.catalog import ModelSpec
 from service.deps import Conn, Models, Owner, Store
 from service.errors import Conflict, NotFound
+from service.model_status import as_loaded
 from service.registry import Registry
 from service.routes import BEARER
 from service.schemas.responses import AUTHED, Model, ModelList, error_responses
@@ -20,13 +21,17 @@ def _find(conn: Conn, models: Models, owner: str, model_id: str) -> ModelSpec:
     spec = models.get(model_id) or Registry(conn).spec(owner, model_id)
     if spec is None:
         raise NotFound(f"No model {model_id!r} of yours or shipped; GET /v1/models lists them.")
-    return spec
+    return as_loaded(conn, spec)
+
+
+def _all(conn: Conn, models: Models, owner: str) -> list[ModelSpec]:
+    return [*(as_loaded(conn, spec) for spec in models.values()), *Registry(conn).specs(owner)]
 
 
 @router.get("", response_model=ModelList)
 async def list_models(owner: Owner, models: Models, conn: Conn) -> ModelList:
-    trained = await run_in_threadpool(Registry(conn).specs, owner)
-    return ModelList(models=[Model(**spec.describe()) for spec in [*models.values(), *trained]])
+    specs = await run_in_threadpool(_all, conn, models, owner)
+    return ModelList(models=[Model(**spec.describe()) for spec in specs])
 
 
 @router.get("/{model_id}", response_model=Model, responses=error_responses(404))

@@ -27,7 +27,17 @@ class JobBase(BaseModel):
         return {name: value for name, value in self if isinstance(value, ImageInput)}
 
 
-class NoiseJob(JobBase):
+class Upsampled(BaseModel):
+    """Any image-making kind on DeepFloyd IF may add the 256 px version of each image_{i}.png (stage II)."""
+
+    upsample: bool = Field(
+        default=False,
+        description="also upsampled_{i}.png, each image_{i}.png through DeepFloyd IF stage II (with the job's "
+        "prompt, or none), for models that have one",
+    )
+
+
+class NoiseJob(Upsampled, JobBase):
     """The forward process (CS180 A 1.1, B 1.2): one noisy image per timestep or sigma."""
 
     kind: Literal["noise"]
@@ -68,7 +78,7 @@ class Schedule(BaseModel):
         return self
 
 
-class DenoiseJob(Schedule, JobBase):
+class DenoiseJob(Schedule, Upsampled, JobBase):
     """Denoising of an image noised first to `timestep` or `sigma` (CS180 A 1.2-1.4, B 1.2); neither: as given."""
 
     kind: Literal["denoise"]
@@ -138,7 +148,7 @@ class Conditioned(Guidance):
 Count = Annotated[int, Field(ge=1, le=64, description="how many images")]
 
 
-class SampleJob(Conditioned, Schedule, JobBase):
+class SampleJob(Conditioned, Schedule, Upsampled, JobBase):
     """Sampling from pure noise, with classifier-free guidance (CS180 A 1.5, 1.6, B 2.3, 2.6)."""
 
     kind: Literal["sample"]
@@ -146,7 +156,7 @@ class SampleJob(Conditioned, Schedule, JobBase):
     frames: bool = Field(default=False, description="add frames.gif, the denoising process")
 
 
-class Img2ImgJob(Conditioned, Schedule, JobBase):
+class Img2ImgJob(Conditioned, Schedule, Upsampled, JobBase):
     """SDEdit (CS180 A 1.7, 1.7.1, 1.7.3): the image noised to `i_start`, then denoised; one output per i_start."""
 
     kind: Literal["img2img"]
@@ -163,7 +173,7 @@ class Img2ImgJob(Conditioned, Schedule, JobBase):
         return self.i_start if isinstance(self.i_start, list) else [self.i_start]
 
 
-class InpaintJob(Conditioned, Schedule, JobBase):
+class InpaintJob(Conditioned, Schedule, Upsampled, JobBase):
     """Regenerate the masked region only (CS180 A 1.7.2); mask white = regenerate, black = keep."""
 
     kind: Literal["inpaint"]
@@ -172,7 +182,7 @@ class InpaintJob(Conditioned, Schedule, JobBase):
     n: Count = 1
 
 
-class AnagramJob(Guidance, Schedule, JobBase):
+class AnagramJob(Guidance, Schedule, Upsampled, JobBase):
     """A visual anagram (CS180 A 1.8): the first prompt upright, the second under `view`."""
 
     kind: Literal["anagram"]
@@ -181,7 +191,7 @@ class AnagramJob(Guidance, Schedule, JobBase):
     n: Count = 1
 
 
-class HybridJob(Guidance, Schedule, JobBase):
+class HybridJob(Guidance, Schedule, Upsampled, JobBase):
     """A hybrid image (CS180 A 1.9): low frequencies of the first prompt, high of the second."""
 
     kind: Literal["hybrid"]
@@ -195,6 +205,20 @@ class HybridJob(Guidance, Schedule, JobBase):
         if self.kernel_size % 2 == 0:
             raise ValueError("`kernel_size` must be odd")
         return self
+
+
+class UpsampleJob(Conditioned, JobBase):
+    """DeepFloyd IF stage II: a 64 px image (another size is resized to stage I's, and the result says so) to 256 px,
+    guided by the prompt; as diffusers' IFSuperResolutionPipeline runs it, through the same loop as every kind."""
+
+    kind: Literal["upsample"]
+    image: ImageInput
+    steps: Annotated[int, Field(ge=1, le=1000)] | None = Field(default=None, description="omitted: the model's (50)")
+    noise_level: Annotated[int, Field(ge=0, le=999)] | None = Field(
+        default=None,
+        description="the timestep the low-resolution image is noised to before stage II sees it (its augmentation "
+        "level); omitted: the model's (250)",
+    )
 
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9-]{1,40}$"
@@ -365,7 +389,7 @@ class TrainJob(JobBase):
         return self.epochs
 
 
-AnyJob = NoiseJob | DenoiseJob | SampleJob | Img2ImgJob | InpaintJob | AnagramJob | HybridJob | TrainJob
+AnyJob = NoiseJob | DenoiseJob | SampleJob | Img2ImgJob | InpaintJob | AnagramJob | HybridJob | UpsampleJob | TrainJob
 JobRequest = Annotated[AnyJob, Field(discriminator="kind")]
 JOB_REQUEST: TypeAdapter[AnyJob] = TypeAdapter(JobRequest)
 # Requests the shipped models run in seconds: the OpenAPI schema's examples (and schemathesis's first cases).
@@ -385,7 +409,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "sigma": 0.5,
     },
 }
-KINDS = ("noise", "denoise", "sample", "img2img", "inpaint", "anagram", "hybrid", "train")
+KINDS = ("noise", "denoise", "sample", "img2img", "inpaint", "anagram", "hybrid", "upsample", "train")
 
 
 def parse_job(data: object) -> AnyJob:

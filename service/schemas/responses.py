@@ -82,6 +82,9 @@ class Model(BaseModel):
     quality: dict[str, Any] | None = None
     size_bytes: int | None = None
     objective: str | None = None  # "denoiser", "ddpm" or "flow"
+    text: bool = False  # prompts are free text (DeepFloyd IF), not class names
+    stage1: dict[str, Any] | None = None  # DeepFloyd IF: where each stage comes from; stage II's availability
+    stage2: dict[str, Any] | None = None
     # Trained models (`shipped: false`) add these.
     dataset: str | None = None
     conditioning: str | None = None

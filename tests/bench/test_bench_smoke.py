@@ -2,6 +2,8 @@
 same seed (the "same pixels" claim of bench/sampling.py), and the quality benchmark's split and Frechet distance."""
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +93,17 @@ def test_training_bench_runs_and_its_loops_agree(tmp_path: Path) -> None:
     runs = json.loads((tmp_path / "training.json").read_text())["results"]["flow"]
     assert [r["fp32"] for r in runs] == [True, True, False]  # reference, train, train + bf16
     assert runs[1]["losses"] == pytest.approx(runs[0]["losses"], rel=1e-5)  # same weights, batches and noise
+
+
+def test_the_deepfloyd_benchmark_runs_on_the_tiny_if() -> None:
+    out = subprocess.run(
+        [sys.executable, "bench/deepfloyd.py", "--n", "1", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=240,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("stage ")]
+    assert [row.split()[:2] for row in rows] == [["stage", "I,"], ["stage", "II,"]]
+    assert all(row.endswith("x") for row in rows)

@@ -88,7 +88,7 @@ def test_img2img_one_output_per_i_start(client):
 
 
 def test_img2img_defaults_to_the_course_starts_at_the_same_fractions_of_the_run(client):
-    assert course_starts(33) == [1, 3, 5, 7, 10, 20]  # DeepFloyd's 990 -> 0 by 30: the course's list itself
+    assert course_starts(33) == [1, 3, 5, 7, 10, 20]  # the course's list at its own fractions
     job = ok(submit(client, {"kind": "img2img", "model": "mnist-ddpm", "image": DIGIT, "seed": 1}))
     assert job["params"]["i_start"] == [9, 27, 45, 64, 91, 182]  # of 300 steps, not six starts from pure noise
     assert names(job) == {f"image_{k}.png" for k in range(6)} | {"grid.png"}

@@ -1,0 +1,48 @@
+"""What the workers found when they loaded a shipped model that lives outside this repository (DeepFloyd IF).
+
+A worker that loads it records the model as it loaded (sizes from the weights' configs, what it can run); one that
+cannot records why. The API shows the last report over its own view: it may not see the weights at all (in Docker
+Compose only the workers mount the Hugging Face cache), and configured weights that do not load must not take jobs.
+"""
+
+import json
+from dataclasses import replace
+
+import redis
+
+from service import keys
+from service.catalog import ModelSpec
+
+
+def report_loaded(conn: redis.Redis, spec: ModelSpec) -> None:
+    status = {
+        "image_size": spec.image_size,
+        "schedule": spec.schedule,
+        "capabilities": sorted(spec.capabilities),
+        "info": spec.info,
+    }
+    conn.set(keys.model_status(spec.id), json.dumps(status))
+
+
+def report_failed(conn: redis.Redis, model_id: str, reason: str) -> None:
+    conn.set(keys.model_status(model_id), json.dumps({"reason": reason}))
+
+
+def as_loaded(conn: redis.Redis, spec: ModelSpec) -> ModelSpec:
+    """`spec` as the last worker to load it found it; as it is where no worker reported."""
+    if not spec.shipped or spec.checkpoint is not None:  # the in-house models ship with their files
+        return spec
+    raw = conn.get(keys.model_status(spec.id))
+    if not isinstance(raw, bytes):
+        return spec
+    status = json.loads(raw)
+    if "reason" in status:
+        return replace(spec, capabilities=frozenset(), reason=f"its worker could not load it: {status['reason']}")
+    return replace(
+        spec,
+        image_size=int(status["image_size"]),
+        schedule=status["schedule"],
+        capabilities=frozenset(status["capabilities"]),
+        reason=None,
+        info=status["info"],
+    )

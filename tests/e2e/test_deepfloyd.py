@@ -1,0 +1,325 @@
+"""Every part A kind on `deepfloyd-if` through HTTP and a real `deepfloyd` worker, on a tiny random IF (both stages,
+T5 encoder, SentencePiece tokenizer) saved the hub's way and loaded through diffusers' `from_pretrained`.
+
+Random weights draw nothing; what is checked is what must hold for any weights: sizes from the pipelines' configs,
+artifacts, determinism, progress, cancel, the inpainting invariant, both ways to a prompt's embedding (the encoder
+through Redis, a precomputed file) giving the same pixels, and the rules at the door.
+"""
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from tests.helpers import Stack, artifact, b64, client_for, decode, png, running_stack, submit, wait_until
+from tests.tiny_if import PROMPTS, STAGE1_SIZE, STAGE2_SIZE, build, save_embeddings
+
+pytestmark = pytest.mark.slow
+MODEL = "deepfloyd-if"
+OLD_MAN, CAMPFIRE, SKULL, WATERFALLS, PHOTO = PROMPTS[:5]
+RNG = np.random.default_rng(0)
+PHOTO_PIXELS = RNG.integers(0, 256, (STAGE1_SIZE, STAGE1_SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny_if(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("deepfloyd")
+    stage1, stage2 = build(root)
+    embeds = root / "prompt_embeds.pt"
+    save_embeddings(stage1, embeds, [OLD_MAN, CAMPFIRE])
+    return stage1, stage2, embeds
+
+
+@contextmanager
+def if_stack(redis_url: str, tmp: Path, **env: str) -> Iterator[Stack]:
+    """The API and one worker on the `deepfloyd` queue."""
+    with running_stack(redis_url, tmp, workers=0, **env) as stack:
+        stack.start_worker("deepfloyd")
+        stack.wait_worker_ready()
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_if: tuple[Path, Path, Path]
+) -> Iterator[Stack]:
+    stage1, stage2, _ = tiny_if
+    env = {"DEEPFLOYD_STAGE1": str(stage1), "DEEPFLOYD_STAGE2": str(stage2)}
+    with if_stack(redis_url, tmp_path_factory.mktemp("stack"), **env) as s:
+        yield s
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def names(job: dict) -> set[str]:
+    return {a["name"] for a in job["artifacts"]}
+
+
+def size(client, job: dict, name: str) -> tuple[int, ...]:
+    return decode(artifact(client, job, name)).shape
+
+
+def photo(client) -> dict:
+    upload = client.post("/v1/uploads", content=png(PHOTO_PIXELS), headers={"Content-Type": "image/png"}).json()
+    return {"upload_id": upload["id"]}
+
+
+def test_the_model_is_listed_with_sizes_from_its_configs(client):
+    model = client.get(f"/v1/models/{MODEL}").json()
+    assert model["available"] and model["reason"] is None and model["text"]
+    assert model["queue"] == "deepfloyd" and model["image_size"] == STAGE1_SIZE and model["channels"] == 3
+    assert model["stage2"]["image_size"] == STAGE2_SIZE
+    assert model["schedule"] == {
+        "type": "ddpm",
+        "num_timesteps": 1000,
+        "beta_schedule": "squaredcos_cap_v2",
+        "variance": "learned_range",
+    }
+    assert {"sample", "img2img", "inpaint", "anagram", "hybrid", "upsample", "denoise.iterative"} <= set(
+        model["capabilities"]
+    )
+
+
+def test_sample_with_cfg_is_deterministic_and_shows_progress(client):
+    body = {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 2, "seed": 3, "frames": True}
+    job = ok(submit(client, body))
+    assert job["params"]["guidance_scale"] == 7.0 and job["params"]["stride"] == 30  # the course's defaults
+    assert names(job) == {"image_0.png", "image_1.png", "grid.png", "frames.gif"}
+    assert size(client, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)
+    progress = {k: job["progress"][k] for k in ("stage", "step", "total")}
+    assert progress == {"stage": "sampling", "step": 34, "total": 34}  # 990 -> 0 by 30, then the clean end
+    again = ok(submit(client, body))
+    for name in ("image_0.png", "image_1.png"):
+        assert artifact(client, job, name) == artifact(client, again, name)
+    other = ok(submit(client, {**body, "prompt": SKULL}))
+    assert artifact(client, job, "image_0.png") != artifact(client, other, "image_0.png")
+    alone = ok(submit(client, {**body, "n": 1, "seed": 4, "frames": False}))
+    assert artifact(client, job, "image_1.png") == artifact(client, alone, "image_0.png")  # per-sample generators
+
+
+def test_noise_and_the_three_denoisers(client):
+    image = photo(client)
+    noise = ok(submit(client, {"kind": "noise", "model": MODEL, "image": image, "timesteps": [250, 500, 750]}))
+    assert names(noise) == {"image_0.png", "image_1.png", "image_2.png", "grid.png"}
+    noisy = [decode(artifact(client, noise, f"image_{i}.png")) for i in range(3)]
+    clean = PHOTO_PIXELS / 255
+    assert [round(float(np.abs(n - clean).mean()), 2) for n in noisy] == sorted(
+        round(float(np.abs(n - clean).mean()), 2) for n in noisy
+    )  # noisier with t
+    for method, extra in (("blur", {"timestep": 500}), ("one_step", {"timestep": 500}), ("iterative", {})):
+        job = ok(submit(client, {"kind": "denoise", "model": MODEL, "image": image, "method": method, **extra}))
+        assert {"noisy.png", "image_0.png", "grid.png"} <= names(job), method
+    iterative = job
+    assert iterative["params"]["i_start"] == 10 and iterative["result"]["t_start"] == 690  # the course's start
+    assert iterative["progress"]["total"] == 34 - 10
+
+
+def test_img2img_defaults_to_the_course_list_and_resizes_other_sizes(client):
+    job = ok(submit(client, {"kind": "img2img", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 1}))
+    assert job["params"]["i_start"] == [1, 3, 5, 7, 10, 20]
+    assert job["result"]["t_start"] == [960, 900, 840, 780, 690, 390]
+    assert names(job) == {f"image_{k}.png" for k in range(6)} | {"grid.png"}
+    wide = np.zeros((24, 40, 3), np.uint8)
+    job = ok(submit(client, {"kind": "img2img", "model": MODEL, "image": {"base64": b64(png(wide))}, "i_start": 30}))
+    assert job["result"]["image_resized_from"] == [24, 40]
+    assert size(client, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)
+
+
+def test_inpainting_keeps_every_unmasked_pixel_exactly(client):
+    mask = np.zeros((STAGE1_SIZE, STAGE1_SIZE), np.uint8)
+    mask[4:12, 4:12] = 255
+    upload = client.post("/v1/uploads", content=png(mask), headers={"Content-Type": "image/png"}).json()
+    body = {"kind": "inpaint", "model": MODEL, "image": photo(client), "mask": {"upload_id": upload["id"]}}
+    job = ok(submit(client, {**body, "prompt": CAMPFIRE, "n": 2, "seed": 5}))
+    for i in range(2):
+        out = decode(artifact(client, job, f"image_{i}.png"))
+        keep = mask == 0
+        assert np.array_equal(out[keep], PHOTO_PIXELS[keep] / 255)
+        assert not np.array_equal(out[~keep], PHOTO_PIXELS[~keep] / 255)
+
+
+@pytest.mark.parametrize("view", ["flip", "rotate_180", "negate"])
+def test_anagrams_under_each_view(client, view):
+    job = ok(submit(client, {"kind": "anagram", "model": MODEL, "prompts": [OLD_MAN, CAMPFIRE], "view": view}))
+    assert names(job) == {"image_0.png", "view_0.png"}
+    upright, turned = (decode(artifact(client, job, f"{n}_0.png")) for n in ("image", "view"))
+    if view == "flip":
+        assert np.array_equal(turned, upright[::-1])
+    elif view == "rotate_180":
+        assert np.array_equal(turned, upright[::-1, ::-1])
+
+
+def test_hybrid(client):
+    body = {"kind": "hybrid", "model": MODEL, "prompts": [SKULL, WATERFALLS], "n": 2, "seed": 2}
+    job = ok(submit(client, body))
+    assert job["params"]["kernel_size"] == 33 and job["params"]["sigma"] == 2.0
+    assert names(job) == {"image_0.png", "image_1.png", "grid.png"}
+
+
+def test_upsample_an_image_and_any_kind_with_upsample_true(client):
+    job = ok(submit(client, {"kind": "upsample", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 0}))
+    assert (
+        job["params"]["guidance_scale"] == 4.0 and job["params"]["steps"] == 50 and job["params"]["noise_level"] == 250
+    )
+    assert size(client, job, "image_0.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
+    assert job["progress"]["stage"] == "upsampling" and job["progress"]["total"] == 50
+    body = {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 2, "seed": 8, "upsample": True}
+    both = ok(submit(client, body))
+    assert names(both) == {"image_0.png", "image_1.png", "grid.png", "upsampled_0.png", "upsampled_1.png"}
+    assert both["result"]["upsampled"] == ["upsampled_0.png", "upsampled_1.png"]
+    assert size(client, both, "upsampled_1.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
+    plain = ok(submit(client, {**body, "upsample": False}))
+    assert artifact(client, both, "image_1.png") == artifact(client, plain, "image_1.png")  # stage I untouched
+
+
+def test_a_prompt_is_encoded_once_for_all_workers(client, stack: Stack):
+    conn = redis.Redis.from_url(stack.env["REDIS_URL"])
+    prompt = "a rocket ship"
+    before = set(conn.scan_iter("dj:prompt:*"))
+    ok(submit(client, {"kind": "sample", "model": MODEL, "prompt": prompt, "n": 1, "stride": 300}))
+    added = set(conn.scan_iter("dj:prompt:*")) - before
+    assert len(added) <= 2 and added  # the prompt's, and the empty prompt's unless an earlier job cached it
+    ok(submit(client, {"kind": "sample", "model": MODEL, "prompt": prompt, "n": 1, "stride": 300}))
+    assert set(conn.scan_iter("dj:prompt:*")) - before == added
+
+
+def test_cancel_a_running_job(client):
+    job = client.post("/v1/jobs", json={"kind": "sample", "model": MODEL, "n": 8, "stride": 1}).json()
+    wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", 60, "the job to start")
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 202
+    final = client.get(f"/v1/jobs/{job['id']}", params={"wait": 30}, timeout=60).json()
+    assert final["status"] == "canceled"
+    assert final["progress"] is None or final["progress"]["step"] < 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"kind": "sample", "class_label": 3}, ["class_label"], "conditioned on text"),
+        ({"kind": "img2img", "image": {"dataset": "mnist-5k", "index": 0}, "i_start": 34}, ["i_start"], "below 34"),
+        (
+            {"kind": "noise", "image": {"dataset": "mnist-5k", "index": 0}, "timesteps": [1000]},
+            ["timesteps", 0],
+            "1000",
+        ),
+    ],
+)
+def test_bad_input_is_refused_at_the_door(client, body, field, says):
+    response = client.post("/v1/jobs", json={"model": MODEL, **body})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["loc"][-len(field) :] == field and says in error["message"]
+
+
+def test_upsample_true_on_a_model_without_stage_two_is_refused(client):
+    response = client.post("/v1/jobs", json={"kind": "sample", "model": "mnist-ddpm", "upsample": True})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"][-1] == "upsample"
+    image = {"dataset": "mnist-5k", "index": 0}
+    response = client.post("/v1/jobs", json={"kind": "upsample", "model": "mnist-ddpm", "image": image})
+    assert response.status_code == 422
+    assert "cannot run upsample (it runs anagram, " in response.json()["error"]["message"]
+
+
+def test_precomputed_embeddings_give_the_encoders_pixels(
+    client, api_key: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_if: tuple[Path, Path, Path]
+):
+    stage1, stage2, embeds = tiny_if
+    body = {"kind": "anagram", "model": MODEL, "prompts": [OLD_MAN, CAMPFIRE], "seed": 11}
+    encoded = ok(submit(client, body))
+    env = {"DEEPFLOYD_STAGE1": str(stage1), "DEEPFLOYD_STAGE2": str(stage2), "DEEPFLOYD_PROMPT_EMBEDS": str(embeds)}
+    with if_stack(redis_url, tmp_path_factory.mktemp("embeds"), **env) as other, client_for(other, api_key) as c:
+        from_file = ok(submit(c, body))
+        assert artifact(c, from_file, "image_0.png") == artifact(client, encoded, "image_0.png")
+        missing = submit(c, {**body, "prompts": [OLD_MAN, SKULL]}).json()
+        assert missing["status"] == "failed" and missing["error"]["type"] == "invalid_input"
+        assert repr(SKULL) in missing["error"]["message"] and "DEEPFLOYD_PROMPT_EMBEDS" in missing["error"]["message"]
+
+
+def test_unconfigured_it_is_listed_unavailable_and_its_jobs_refused(
+    api_key: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+):
+    with running_stack(redis_url, tmp_path_factory.mktemp("bare"), workers=0) as bare, client_for(bare, api_key) as c:
+        model = c.get(f"/v1/models/{MODEL}").json()
+        assert not model["available"] and "DEEPFLOYD_STAGE1 is not set" in model["reason"]
+        response = c.post("/v1/jobs", json={"kind": "sample", "model": MODEL, "prompt": PHOTO})
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["details"][0]["loc"][-1] == "model" and "DEEPFLOYD_STAGE1" in error["message"]
+
+
+def test_weights_that_do_not_load_make_it_unavailable_with_the_workers_reason(
+    api_key: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_if: tuple[Path, Path, Path]
+):
+    broken = tmp_path_factory.mktemp("broken") / "IF-I"
+    shutil.copytree(tiny_if[0], broken)
+    (broken / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"not safetensors")
+    with (
+        if_stack(redis_url, tmp_path_factory.mktemp("broken-stack"), DEEPFLOYD_STAGE1=str(broken)) as s,
+        client_for(s, api_key) as c,
+    ):
+        model = wait_until(
+            lambda: (m := c.get(f"/v1/models/{MODEL}").json())["reason"] and m, 30, "the worker's verdict"
+        )
+        assert not model["available"] and "its worker could not load it" in model["reason"]
+        response = c.post("/v1/jobs", json={"kind": "sample", "model": MODEL})
+        assert response.status_code == 422 and "could not load" in response.json()["error"]["message"]
+
+
+def hub_cache(root: Path, repo_id: str, folder: Path) -> Path:
+    """A Hugging Face cache holding `folder` as `repo_id`'s main revision, as `hf download` leaves it."""
+    commit = "0" * 40
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    return root
+
+
+def test_a_hub_id_is_served_from_the_local_cache_without_a_download(
+    api_key: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_if: tuple[Path, Path, Path]
+):
+    cache = tmp_path_factory.mktemp("hf-cache")
+    hub_cache(cache, "test-org/tiny-if-i", tiny_if[0])
+    hub_cache(cache, "test-org/tiny-if-ii", tiny_if[1])
+    env = {
+        "DEEPFLOYD_STAGE1": "test-org/tiny-if-i",
+        "DEEPFLOYD_STAGE2": "test-org/tiny-if-ii",
+        "HF_HUB_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+    }
+    with if_stack(redis_url, tmp_path_factory.mktemp("hub"), **env) as s, client_for(s, api_key) as c:
+        assert c.get(f"/v1/models/{MODEL}").json()["available"]
+        job = ok(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "upsample": True}))
+        assert size(c, job, "upsampled_0.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
+    missing = {**env, "DEEPFLOYD_STAGE1": "test-org/not-cached"}
+    with (
+        running_stack(redis_url, tmp_path_factory.mktemp("hub-missing"), workers=0, **missing) as s,
+        client_for(s, api_key) as c,
+    ):
+        reason = c.get(f"/v1/models/{MODEL}").json()["reason"]
+    assert "test-org/not-cached is not a folder" in reason and "local Hugging Face cache" in reason
+
+
+def test_an_api_that_cannot_see_the_weights_serves_what_its_workers_loaded(
+    api_key: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_if: tuple[Path, Path, Path]
+):
+    """As in Docker Compose, where only the workers mount the Hugging Face cache."""
+    with running_stack(redis_url, tmp_path_factory.mktemp("split"), workers=0) as s, client_for(s, api_key) as c:
+        assert not c.get(f"/v1/models/{MODEL}").json()["available"]
+        s.env.update(DEEPFLOYD_STAGE1=str(tiny_if[0]), DEEPFLOYD_STAGE2=str(tiny_if[1]))
+        s.start_worker("deepfloyd")
+        s.wait_worker_ready()
+        model = c.get(f"/v1/models/{MODEL}").json()
+        assert model["available"] and model["image_size"] == STAGE1_SIZE and "upsample" in model["capabilities"]
+        job = ok(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "stride": 100}))
+        assert size(c, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)

@@ -1,0 +1,174 @@
+"""DeepFloyd IF in a worker: its stages loaded the real diffusers way, kept loaded between jobs, behind the same
+model interface as the in-house UNets (a noise process, a predictor, conditions).
+
+Stage I and II come from DEEPFLOYD_STAGE1 / DEEPFLOYD_STAGE2 through `IFPipeline.from_pretrained` and
+`IFSuperResolutionPipeline.from_pretrained`, without their text encoders, safety checkers and watermarkers: the loops
+need only each stage's UNet and schedulers, and the T5 encoder loads on its own (worker/prompts.py). fp16 on CUDA,
+float32 on a CPU; with DEEPFLOYD_CPU_OFFLOAD, accelerate keeps each UNet on the CPU until it runs.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+import torch
+from diffusers.utils.import_utils import is_accelerate_available
+from torch import nn
+
+from models.deepfloyd import if_predictor
+from models.guidance import Predict
+from models.processes import DDPM, NoiseProcess, clipped
+from models.schedules import from_betas
+from service.catalog import ModelSpec
+from service.hf_sources import local_folder, read_config
+from service.settings import Settings
+from worker.errors import InputError
+from worker.prompts import Cached, Encode, Precomputed, Prompts, encoder_id
+
+log = logging.getLogger(__name__)
+NOT_NEEDED: dict[str, Any] = {  # parts of the pipelines the loops never call
+    "text_encoder": None,
+    "tokenizer": None,
+    "safety_checker": None,
+    "feature_extractor": None,
+    "watermarker": None,
+    "requires_safety_checker": False,
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    unet: nn.Module  # diffusers' UNet2DConditionModel
+    process: DDPM  # the stage's own schedule, with IF's learned variance
+    size: int  # pixels per side, from the UNet's config
+
+    @property
+    def predict(self) -> Predict:
+        return if_predictor(self.unet, self.process.schedule.num_timesteps)
+
+
+@dataclass(frozen=True)
+class IFModel:
+    spec: ModelSpec
+    process: NoiseProcess  # stage I's (clipped where a job asks)
+    device: torch.device
+    stage1: Stage
+    prompts: Prompts
+    stage2: Stage | None = None
+    noising: DDPM | None = None  # stage II's image-noising schedule, for its low-resolution input
+    stage2_reason: str | None = None  # why there is no stage II
+
+    @property
+    def predict(self) -> Predict:
+        return self.stage1.predict
+
+    def condition(self, prompt: str | None, class_label: int | None, n: int) -> torch.Tensor:
+        """(n, L, D) the prompt's text embedding per sample; no prompt: the empty prompt's, the unconditional."""
+        if class_label is not None:
+            raise InputError(f"{self.spec.id} is conditioned on text: give `prompt`, not `class_label`")
+        embeds = self.prompts.embed(prompt or "")  # (1, L, D)
+        return embeds.to(self.device).expand(n, -1, -1)
+
+    def clipped(self) -> "IFModel":
+        return replace(self, process=clipped(self.process, *self.spec.value_range))
+
+
+def _ddpm(scheduler: Any) -> DDPM:
+    """A diffusers DDPMScheduler's schedule, as the loops' process."""
+    return DDPM(from_betas(scheduler.betas))
+
+
+def _load_options(settings: Settings, device: torch.device) -> dict[str, Any]:
+    return {
+        "variant": settings.deepfloyd_variant,
+        "dtype": torch.float16 if device.type == "cuda" else torch.float32,
+        "low_cpu_mem_usage": is_accelerate_available(),
+    }
+
+
+def _placed(pipe: Any, settings: Settings, device: torch.device) -> Any:
+    if settings.deepfloyd_cpu_offload and device.type == "cuda":
+        pipe.enable_model_cpu_offload()  # needs accelerate
+    else:
+        pipe.to(device)
+    return pipe
+
+
+def _folder(source: str, settings: Settings) -> Path:
+    variant = f"*.{settings.deepfloyd_variant}*" if settings.deepfloyd_variant else "*.safetensors"
+    patterns = ["*.json", "*.txt", "*.model", "tokenizer/*", variant]
+    return local_folder(source, settings.deepfloyd_allow_download, patterns)
+
+
+def _encoder(pipe: Any, folder: Path, settings: Settings, device: torch.device) -> Callable[[], Encode]:
+    """Loads IF's T5 encoder and tokenizer when first called; encodes as IFPipeline.encode_prompt does."""
+
+    def load() -> Encode:
+        from transformers import T5EncoderModel, T5Tokenizer
+
+        options = _load_options(settings, device)
+        options.pop("low_cpu_mem_usage")
+        encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **options).eval()
+        pipe.tokenizer = T5Tokenizer.from_pretrained(folder, subfolder="tokenizer")
+        offload = settings.deepfloyd_cpu_offload and device.type == "cuda"
+        pipe.text_encoder = encoder if offload else encoder.to(device)
+
+        def encode(prompt: str) -> torch.Tensor:
+            if offload:
+                encoder.to(device)
+            try:
+                embeds, _ = pipe.encode_prompt(
+                    prompt, do_classifier_free_guidance=False, device=device, clean_caption=False
+                )
+            finally:
+                if offload:
+                    encoder.to("cpu")
+            out: torch.Tensor = embeds
+            return out
+
+        return encode
+
+    return load
+
+
+def load_if(spec: ModelSpec, settings: Settings, device: torch.device, conn: redis.Redis) -> IFModel:
+    """Both stages, as the deployment configures them. Raises what stops stage I from loading."""
+    from diffusers import IFPipeline, IFSuperResolutionPipeline  # imports transformers: only where IF is served
+
+    assert settings.deepfloyd_stage1 is not None, "the catalog lists deepfloyd-if as available only when configured"
+    options = _load_options(settings, device)
+    folder = _folder(settings.deepfloyd_stage1, settings)
+    pipe = _placed(IFPipeline.from_pretrained(folder, **NOT_NEEDED, **options), settings, device)
+    stage1 = Stage(pipe.unet, _ddpm(pipe.scheduler), int(pipe.unet.config.sample_size))
+    prompts: Prompts
+    if settings.deepfloyd_prompt_embeds is not None:
+        prompts = Precomputed(settings.deepfloyd_prompt_embeds)
+    else:
+        config = read_config(str(folder), "text_encoder/config.json")
+        prompts = Cached(
+            conn,
+            encoder_id(settings.deepfloyd_stage1, config),
+            _encoder(pipe, folder, settings, device),
+            settings.prompt_cache_ttl_s,
+        )
+    model = IFModel(spec, stage1.process, device, stage1, prompts)
+    if settings.deepfloyd_stage2 is None:
+        return _without_stage2(model, "DEEPFLOYD_STAGE2 is not set")
+    try:
+        folder2 = _folder(settings.deepfloyd_stage2, settings)
+        sr = _placed(IFSuperResolutionPipeline.from_pretrained(folder2, **NOT_NEEDED, **options), settings, device)
+    except Exception as exc:  # stage I serves on; upsampling says why it cannot
+        log.exception("stage II of deepfloyd-if did not load")
+        return _without_stage2(model, f"stage II did not load: {type(exc).__name__}: {exc}"[:300])
+    stage2 = Stage(sr.unet, _ddpm(sr.scheduler), int(sr.unet.config.sample_size))
+    return replace(model, stage2=stage2, noising=_ddpm(sr.image_noising_scheduler))
+
+
+def _without_stage2(model: IFModel, reason: str) -> IFModel:
+    """Stage I alone: no `upsample`, and the model's description says why."""
+    info = {**model.spec.info, "stage2": {"available": False, "reason": reason}}
+    spec = replace(model.spec, capabilities=model.spec.capabilities - {"upsample"}, info=info)
+    return replace(model, spec=spec, stage2_reason=reason)

@@ -1,0 +1,83 @@
+"""DeepFloyd IF stage II: the `upsample` kind, and `upsample: true` on any image-making kind (each image_{i}.png
+through stage II as upsampled_{i}.png). Stage II runs through the same loop as every kind: its UNet behind the
+predictor call, with the low-resolution image as a condition of every branch (models/deepfloyd.py)."""
+
+import re
+from typing import Any
+
+import torch
+
+from models.deepfloyd import if_predictor, low_res
+from models.forward import randn_like_per_sample
+from models.imageio import resize
+from models.sampling import generators, sample_loop, start
+from service.schemas.jobs import Conditioned, JobBase, UpsampleJob
+from worker.deepfloyd import IFModel
+from worker.errors import InputError
+from worker.generate import cfg_for, reporter
+from worker.kinds import JobContext
+
+IMAGE_NAME = re.compile(r"image_(\d+)\.png")
+LOW_RES_STREAM = 2_000_003  # the low-resolution image's noise comes from other generators than the samples'
+
+
+def stage_two(ctx: JobContext) -> IFModel:
+    model = ctx.model
+    if not isinstance(model, IFModel) or model.stage2 is None or model.noising is None:
+        reason = model.stage2_reason if isinstance(model, IFModel) else "it is not DeepFloyd IF"
+        raise InputError(f"{model.spec.id} cannot upsample here: {reason}")
+    return model
+
+
+def upsample(
+    ctx: JobContext, images: torch.Tensor, req: Conditioned, steps: int, noise_level: int, seed: int
+) -> torch.Tensor:
+    """`images` (N, 3, s, s) in [-1, 1] through stage II; returns (N, 3, S, S) in [0, 1]."""
+    model = stage_two(ctx)
+    assert model.stage2 is not None and model.noising is not None
+    stage, n = model.stage2, images.shape[0]
+    like = torch.empty(n, 3, stage.size, stage.size, device=model.device)
+    condition = low_res(
+        images, stage.size, model.noising, noise_level, randn_like_per_sample(like, generators(seed, n, LOW_RES_STREAM))
+    )
+    predict = if_predictor(stage.unet, stage.process.schedule.num_timesteps, condition)
+    times = stage.process.times(steps)
+    gens = generators(seed, n)
+    x = start(stage.process, times, 0, gens, like)
+    guide = cfg_for(ctx, req, n, stage.process)
+    out = sample_loop(stage.process, predict, guide, x, times, gens, on_step=reporter(ctx, "upsampling"))
+    return ctx.to_unit(out).clamp(0, 1)
+
+
+def run_upsample(req: UpsampleJob, ctx: JobContext) -> dict[str, Any]:
+    assert req.seed is not None and req.steps is not None and req.noise_level is not None
+    stage_two(ctx)
+    image = ctx.image(req.image, native=True)  # stage I's size
+    ctx.outputs.save_images(upsample(ctx, image, req, req.steps, req.noise_level, req.seed))
+    size = stage_two(ctx).stage2.size  # type: ignore[union-attr]
+    return {"seed": req.seed, "size": [size, size], **ctx.notes}
+
+
+def _sized(image: torch.Tensor, side: int) -> torch.Tensor:
+    return image if image.shape[-2:] == (side, side) else resize(image, (side, side)).clamp(0, 1)
+
+
+def upsample_outputs(req: JobBase, ctx: JobContext) -> dict[str, Any]:
+    """Each image_{i}.png the job made, through stage II with the job's prompt (none for anagrams and hybrids), as
+    upsampled_{i}.png: stage II's defaults, sample i seeded with the job's seed + i, as image_{i} was."""
+    assert req.seed is not None
+    model = stage_two(ctx)
+    defaults = model.spec.defaults["upsample"]
+    made = {int(m[1]): image for name, image in ctx.outputs.pngs.items() if (m := IMAGE_NAME.fullmatch(name))}
+    if not made:
+        return {}
+    order = sorted(made)
+    side = model.stage1.size
+    lo, hi = model.spec.value_range
+    images = torch.cat([_sized(made[i][None], side) for i in order]) * (hi - lo) + lo  # (N, 3, s, s)
+    conditioning = Conditioned(prompt=getattr(req, "prompt", None), guidance_scale=defaults["guidance_scale"])
+    out = upsample(ctx, images.to(model.device), conditioning, defaults["steps"], defaults["noise_level"], req.seed)
+    names = [f"upsampled_{i}.png" for i in order]
+    for name, image in zip(names, out, strict=True):
+        ctx.outputs.save_png(name, image)
+    return {"upsampled": names}
