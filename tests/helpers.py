@@ -198,6 +198,19 @@ SLOW_SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "3", "n": 24, 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 
 
+def succeeded(response: httpx.Response) -> dict[str, Any]:
+    """The Job of a response that must be a job that ended well (within its wait)."""
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def names(job: dict[str, Any]) -> set[str]:
+    """The job's artifact names."""
+    return {a["name"] for a in job["artifacts"]}
+
+
 def job_of(client: httpx.Client, job_id: str) -> dict[str, Any]:
     response = client.get(f"/v1/jobs/{job_id}")
     assert response.status_code == 200, response.text

@@ -15,7 +15,19 @@ import numpy as np
 import pytest
 import redis
 
-from tests.helpers import Stack, artifact, b64, client_for, decode, png, running_stack, submit, wait_until
+from tests.helpers import (
+    Stack,
+    artifact,
+    b64,
+    client_for,
+    decode,
+    names,
+    png,
+    running_stack,
+    submit,
+    succeeded,
+    wait_until,
+)
 from tests.tiny_if import PROMPTS, STAGE1_SIZE, STAGE2_SIZE, build, save_embeddings
 
 pytestmark = pytest.mark.slow
@@ -53,17 +65,6 @@ def stack(
         yield s
 
 
-def ok(response) -> dict:
-    assert response.status_code == 200, response.text
-    job = response.json()
-    assert job["status"] == "succeeded", job
-    return job
-
-
-def names(job: dict) -> set[str]:
-    return {a["name"] for a in job["artifacts"]}
-
-
 def size(client, job: dict, name: str) -> tuple[int, ...]:
     return decode(artifact(client, job, name)).shape
 
@@ -91,24 +92,24 @@ def test_the_model_is_listed_with_sizes_from_its_configs(client):
 
 def test_sample_with_cfg_is_deterministic_and_shows_progress(client):
     body = {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 2, "seed": 3, "frames": True}
-    job = ok(submit(client, body))
+    job = succeeded(submit(client, body))
     assert job["params"]["guidance_scale"] == 7.0 and job["params"]["stride"] == 30  # the course's defaults
     assert names(job) == {"image_0.png", "image_1.png", "grid.png", "frames.gif"}
     assert size(client, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)
     progress = {k: job["progress"][k] for k in ("stage", "step", "total")}
     assert progress == {"stage": "sampling", "step": 34, "total": 34}  # 990 -> 0 by 30, then the clean end
-    again = ok(submit(client, body))
+    again = succeeded(submit(client, body))
     for name in ("image_0.png", "image_1.png"):
         assert artifact(client, job, name) == artifact(client, again, name)
-    other = ok(submit(client, {**body, "prompt": SKULL}))
+    other = succeeded(submit(client, {**body, "prompt": SKULL}))
     assert artifact(client, job, "image_0.png") != artifact(client, other, "image_0.png")
-    alone = ok(submit(client, {**body, "n": 1, "seed": 4, "frames": False}))
+    alone = succeeded(submit(client, {**body, "n": 1, "seed": 4, "frames": False}))
     assert artifact(client, job, "image_1.png") == artifact(client, alone, "image_0.png")  # per-sample generators
 
 
 def test_noise_and_the_three_denoisers(client):
     image = photo(client)
-    noise = ok(submit(client, {"kind": "noise", "model": MODEL, "image": image, "timesteps": [250, 500, 750]}))
+    noise = succeeded(submit(client, {"kind": "noise", "model": MODEL, "image": image, "timesteps": [250, 500, 750]}))
     assert names(noise) == {"image_0.png", "image_1.png", "image_2.png", "grid.png"}
     noisy = [decode(artifact(client, noise, f"image_{i}.png")) for i in range(3)]
     clean = PHOTO_PIXELS / 255
@@ -116,7 +117,7 @@ def test_noise_and_the_three_denoisers(client):
         round(float(np.abs(n - clean).mean()), 2) for n in noisy
     )  # noisier with t
     for method, extra in (("blur", {"timestep": 500}), ("one_step", {"timestep": 500}), ("iterative", {})):
-        job = ok(submit(client, {"kind": "denoise", "model": MODEL, "image": image, "method": method, **extra}))
+        job = succeeded(submit(client, {"kind": "denoise", "model": MODEL, "image": image, "method": method, **extra}))
         assert {"noisy.png", "image_0.png", "grid.png"} <= names(job), method
     iterative = job
     assert iterative["params"]["i_start"] == 10 and iterative["result"]["t_start"] == 690  # the course's start
@@ -124,12 +125,16 @@ def test_noise_and_the_three_denoisers(client):
 
 
 def test_img2img_defaults_to_the_course_list_and_resizes_other_sizes(client):
-    job = ok(submit(client, {"kind": "img2img", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 1}))
+    job = succeeded(
+        submit(client, {"kind": "img2img", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 1})
+    )
     assert job["params"]["i_start"] == [1, 3, 5, 7, 10, 20]
     assert job["result"]["t_start"] == [960, 900, 840, 780, 690, 390]
     assert names(job) == {f"image_{k}.png" for k in range(6)} | {"grid.png"}
     wide = np.zeros((24, 40, 3), np.uint8)
-    job = ok(submit(client, {"kind": "img2img", "model": MODEL, "image": {"base64": b64(png(wide))}, "i_start": 30}))
+    job = succeeded(
+        submit(client, {"kind": "img2img", "model": MODEL, "image": {"base64": b64(png(wide))}, "i_start": 30})
+    )
     assert job["result"]["image_resized_from"] == [24, 40]
     assert size(client, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)
 
@@ -139,7 +144,7 @@ def test_inpainting_keeps_every_unmasked_pixel_exactly(client):
     mask[4:12, 4:12] = 255
     upload = client.post("/v1/uploads", content=png(mask), headers={"Content-Type": "image/png"}).json()
     body = {"kind": "inpaint", "model": MODEL, "image": photo(client), "mask": {"upload_id": upload["id"]}}
-    job = ok(submit(client, {**body, "prompt": CAMPFIRE, "n": 2, "seed": 5}))
+    job = succeeded(submit(client, {**body, "prompt": CAMPFIRE, "n": 2, "seed": 5}))
     for i in range(2):
         out = decode(artifact(client, job, f"image_{i}.png"))
         keep = mask == 0
@@ -149,7 +154,7 @@ def test_inpainting_keeps_every_unmasked_pixel_exactly(client):
 
 @pytest.mark.parametrize("view", ["flip", "rotate_180", "negate"])
 def test_anagrams_under_each_view(client, view):
-    job = ok(submit(client, {"kind": "anagram", "model": MODEL, "prompts": [OLD_MAN, CAMPFIRE], "view": view}))
+    job = succeeded(submit(client, {"kind": "anagram", "model": MODEL, "prompts": [OLD_MAN, CAMPFIRE], "view": view}))
     assert names(job) == {"image_0.png", "view_0.png"}
     upright, turned = (decode(artifact(client, job, f"{n}_0.png")) for n in ("image", "view"))
     if view == "flip":
@@ -160,24 +165,26 @@ def test_anagrams_under_each_view(client, view):
 
 def test_hybrid(client):
     body = {"kind": "hybrid", "model": MODEL, "prompts": [SKULL, WATERFALLS], "n": 2, "seed": 2}
-    job = ok(submit(client, body))
+    job = succeeded(submit(client, body))
     assert job["params"]["kernel_size"] == 33 and job["params"]["sigma"] == 2.0
     assert names(job) == {"image_0.png", "image_1.png", "grid.png"}
 
 
 def test_upsample_an_image_and_any_kind_with_upsample_true(client):
-    job = ok(submit(client, {"kind": "upsample", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 0}))
+    job = succeeded(
+        submit(client, {"kind": "upsample", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 0})
+    )
     assert (
         job["params"]["guidance_scale"] == 4.0 and job["params"]["steps"] == 50 and job["params"]["noise_level"] == 250
     )
     assert size(client, job, "image_0.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
     assert job["progress"]["stage"] == "upsampling" and job["progress"]["total"] == 50
     body = {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 2, "seed": 8, "upsample": True}
-    both = ok(submit(client, body))
+    both = succeeded(submit(client, body))
     assert names(both) == {"image_0.png", "image_1.png", "grid.png", "upsampled_0.png", "upsampled_1.png"}
     assert both["result"]["upsampled"] == ["upsampled_0.png", "upsampled_1.png"]
     assert size(client, both, "upsampled_1.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
-    plain = ok(submit(client, {**body, "upsample": False}))
+    plain = succeeded(submit(client, {**body, "upsample": False}))
     assert artifact(client, both, "image_1.png") == artifact(client, plain, "image_1.png")  # stage I untouched
 
 
@@ -185,10 +192,10 @@ def test_a_prompt_is_encoded_once_for_all_workers(client, stack: Stack):
     conn = redis.Redis.from_url(stack.env["REDIS_URL"])
     prompt = "a rocket ship"
     before = set(conn.scan_iter("dj:prompt:*"))
-    ok(submit(client, {"kind": "sample", "model": MODEL, "prompt": prompt, "n": 1, "stride": 300}))
+    succeeded(submit(client, {"kind": "sample", "model": MODEL, "prompt": prompt, "n": 1, "stride": 300}))
     added = set(conn.scan_iter("dj:prompt:*")) - before
     assert len(added) <= 2 and added  # the prompt's, and the empty prompt's unless an earlier job cached it
-    ok(submit(client, {"kind": "sample", "model": MODEL, "prompt": prompt, "n": 1, "stride": 300}))
+    succeeded(submit(client, {"kind": "sample", "model": MODEL, "prompt": prompt, "n": 1, "stride": 300}))
     assert set(conn.scan_iter("dj:prompt:*")) - before == added
 
 
@@ -235,10 +242,10 @@ def test_precomputed_embeddings_give_the_encoders_pixels(
 ):
     stage1, stage2, embeds = tiny_if
     body = {"kind": "anagram", "model": MODEL, "prompts": [OLD_MAN, CAMPFIRE], "seed": 11}
-    encoded = ok(submit(client, body))
+    encoded = succeeded(submit(client, body))
     env = {"DEEPFLOYD_STAGE1": str(stage1), "DEEPFLOYD_STAGE2": str(stage2), "DEEPFLOYD_PROMPT_EMBEDS": str(embeds)}
     with if_stack(redis_url, tmp_path_factory.mktemp("embeds"), **env) as other, client_for(other, api_key) as c:
-        from_file = ok(submit(c, body))
+        from_file = succeeded(submit(c, body))
         assert artifact(c, from_file, "image_0.png") == artifact(client, encoded, "image_0.png")
         missing = submit(c, {**body, "prompts": [OLD_MAN, SKULL]}).json()
         assert missing["status"] == "failed" and missing["error"]["type"] == "invalid_input"
@@ -299,7 +306,7 @@ def test_a_hub_id_is_served_from_the_local_cache_without_a_download(
     }
     with if_stack(redis_url, tmp_path_factory.mktemp("hub"), **env) as s, client_for(s, api_key) as c:
         assert c.get(f"/v1/models/{MODEL}").json()["available"]
-        job = ok(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "upsample": True}))
+        job = succeeded(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "upsample": True}))
         assert size(c, job, "upsampled_0.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
     missing = {**env, "DEEPFLOYD_STAGE1": "test-org/not-cached"}
     with (
@@ -321,5 +328,5 @@ def test_an_api_that_cannot_see_the_weights_serves_what_its_workers_loaded(
         s.wait_worker_ready()
         model = c.get(f"/v1/models/{MODEL}").json()
         assert model["available"] and model["image_size"] == STAGE1_SIZE and "upsample" in model["capabilities"]
-        job = ok(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "stride": 100}))
+        job = succeeded(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "stride": 100}))
         assert size(c, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)

@@ -16,7 +16,7 @@ from PIL import Image
 from models.datasets import mnist_5k
 from models.unet import CS180UNet
 from service.admission import course_starts
-from tests.helpers import Stack, artifact, decode, png, running_stack, submit, wait_until
+from tests.helpers import Stack, artifact, decode, names, png, running_stack, submit, succeeded, wait_until
 
 DIGIT = {"dataset": "mnist-5k", "index": 7}
 
@@ -36,17 +36,6 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield s
 
 
-def ok(response) -> dict:
-    assert response.status_code == 200, response.text
-    job = response.json()
-    assert job["status"] == "succeeded", job
-    return job
-
-
-def names(job: dict) -> set[str]:
-    return {a["name"] for a in job["artifacts"]}
-
-
 def test_models_are_available_with_their_capabilities(client):
     models = {m["id"]: m for m in client.get("/v1/models").json()["models"]}
     assert models["mnist-ddpm"]["available"] and models["mnist-ddpm"]["reason"] is None
@@ -60,28 +49,28 @@ def test_models_are_available_with_their_capabilities(client):
 @pytest.mark.parametrize(("model", "schedule"), [("mnist-ddpm", {"stride": 50}), ("mnist-flow", {"steps": 6})])
 def test_sample_with_frames_is_deterministic(client, model, schedule):
     body = {"kind": "sample", "model": model, "prompt": "7", "n": 3, "seed": 4, "frames": True, **schedule}
-    job = ok(submit(client, body))
+    job = succeeded(submit(client, body))
     assert names(job) == {"image_0.png", "image_1.png", "image_2.png", "grid.png", "frames.gif"}
     assert job["params"]["guidance_scale"] == 5.0
     assert job["progress"]["step"] == job["progress"]["total"] == 6  # 250, 200, ..., 0 then clean; or 6 Euler steps
     assert decode(artifact(client, job, "image_0.png")).shape == (28, 28)
     gif = Image.open(io.BytesIO(artifact(client, job, "frames.gif")))
     assert gif.n_frames >= 2
-    again = ok(submit(client, body))
+    again = succeeded(submit(client, body))
     assert artifact(client, job, "grid.png") == artifact(client, again, "grid.png")
-    alone = ok(submit(client, {**body, "n": 1, "seed": 5, "frames": False}))  # sample 1 of seed 4 is seed 5's 0
+    alone = succeeded(submit(client, {**body, "n": 1, "seed": 5, "frames": False}))  # sample 1 of seed 4 is seed 5's 0
     assert artifact(client, alone, "image_0.png") == artifact(client, job, "image_1.png")
 
 
 def test_unconditional_and_class_label_samples(client):
-    job = ok(submit(client, {"kind": "sample", "model": "mnist-ddpm", "n": 2, "class_label": 3, "stride": 100}))
+    job = succeeded(submit(client, {"kind": "sample", "model": "mnist-ddpm", "n": 2, "class_label": 3, "stride": 100}))
     assert job["params"]["class_label"] == 3
-    ok(submit(client, {"kind": "sample", "model": "mnist-flow", "n": 1, "steps": 3}))
+    succeeded(submit(client, {"kind": "sample", "model": "mnist-flow", "n": 1, "steps": 3}))
 
 
 def test_img2img_one_output_per_i_start(client):
     body = {"kind": "img2img", "model": "mnist-ddpm", "image": DIGIT, "i_start": [1, 3], "steps": 6, "seed": 1}
-    job = ok(submit(client, body))
+    job = succeeded(submit(client, body))
     assert names(job) == {"image_0.png", "image_1.png", "grid.png"}
     assert job["result"]["i_start"] == [1, 3]
     assert job["progress"]["total"] == (6 - 1) + (6 - 3)
@@ -89,10 +78,10 @@ def test_img2img_one_output_per_i_start(client):
 
 def test_img2img_defaults_to_the_course_starts_at_the_same_fractions_of_the_run(client):
     assert course_starts(33) == [1, 3, 5, 7, 10, 20]  # the course's list at its own fractions
-    job = ok(submit(client, {"kind": "img2img", "model": "mnist-ddpm", "image": DIGIT, "seed": 1}))
+    job = succeeded(submit(client, {"kind": "img2img", "model": "mnist-ddpm", "image": DIGIT, "seed": 1}))
     assert job["params"]["i_start"] == [9, 27, 45, 64, 91, 182]  # of 300 steps, not six starts from pure noise
     assert names(job) == {f"image_{k}.png" for k in range(6)} | {"grid.png"}
-    job = ok(submit(client, {"kind": "img2img", "model": "mnist-flow", "image": DIGIT, "steps": 6, "seed": 1}))
+    job = succeeded(submit(client, {"kind": "img2img", "model": "mnist-flow", "image": DIGIT, "steps": 6, "seed": 1}))
     assert job["params"]["i_start"] == job["result"]["i_start"] == [0, 1, 2, 4]
 
 
@@ -100,7 +89,7 @@ def test_img2img_resizes_an_input_of_another_size_and_says_so(client):
     upload = client.post(
         "/v1/uploads", content=png(np.full((56, 40), 200, np.uint8)), headers={"Content-Type": "image/png"}
     ).json()
-    job = ok(
+    job = succeeded(
         submit(
             client,
             {"kind": "img2img", "model": "mnist-flow", "image": {"upload_id": upload["id"]}, "i_start": 2, "steps": 4},
@@ -115,7 +104,7 @@ def test_inpainting_keeps_every_unmasked_pixel_exactly(client):
     mask[8:20, 8:20] = 255
     upload = client.post("/v1/uploads", content=png(mask), headers={"Content-Type": "image/png"}).json()
     for model, schedule in (("mnist-ddpm", {"stride": 50}), ("mnist-flow", {"steps": 5})):
-        job = ok(
+        job = succeeded(
             submit(
                 client,
                 {
@@ -138,7 +127,7 @@ def test_inpainting_keeps_every_unmasked_pixel_exactly(client):
 
 
 def test_anagram_and_hybrid(client):
-    job = ok(
+    job = succeeded(
         submit(
             client,
             {
@@ -154,7 +143,9 @@ def test_anagram_and_hybrid(client):
     assert names(job) == {"image_0.png", "view_0.png"}
     upright, turned = (decode(artifact(client, job, n)) for n in ("image_0.png", "view_0.png"))
     assert np.array_equal(np.rot90(upright, 2), turned)
-    job = ok(submit(client, {"kind": "hybrid", "model": "mnist-flow", "prompts": ["1", "8"], "steps": 4, "n": 2}))
+    job = succeeded(
+        submit(client, {"kind": "hybrid", "model": "mnist-flow", "prompts": ["1", "8"], "steps": 4, "n": 2})
+    )
     assert names(job) == {"image_0.png", "image_1.png", "grid.png"}
     assert job["params"]["kernel_size"] == 33 and job["params"]["sigma"] == 2.0
 
@@ -171,26 +162,30 @@ def test_a_guidance_interval_guides_only_within_it(client, model, extra):
     """Inside every step's noise level it is plain guidance, outside all of them none (random weights: that the
     interval changes the picture in between is tested on the shipped models)."""
     body = {"model": model, "n": 2, "seed": 11, **extra}
-    everywhere = ok(submit(client, body))
-    wide = ok(submit(client, {**body, "guidance_interval": [0, 1e6]}))  # every step of the run is inside
+    everywhere = succeeded(submit(client, body))
+    wide = succeeded(submit(client, {**body, "guidance_interval": [0, 1e6]}))  # every step of the run is inside
     assert wide["params"]["guidance_interval"] == [0, 1e6]
     assert artifact(client, wide, "image_0.png") == artifact(client, everywhere, "image_0.png")
-    nowhere = ok(submit(client, {**body, "guidance_interval": [1e5, 1e6]}))  # no step is that noisy
-    unguided = ok(submit(client, {**body, "guidance_scale": 1}))
+    nowhere = succeeded(submit(client, {**body, "guidance_interval": [1e5, 1e6]}))  # no step is that noisy
+    unguided = succeeded(submit(client, {**body, "guidance_scale": 1}))
     assert artifact(client, nowhere, "image_1.png") == artifact(client, unguided, "image_1.png")
 
 
 def test_one_step_and_iterative_denoising(client):
-    job = ok(submit(client, {"kind": "denoise", "model": "mnist-denoiser", "method": "one_step", "image": DIGIT}))
+    job = succeeded(
+        submit(client, {"kind": "denoise", "model": "mnist-denoiser", "method": "one_step", "image": DIGIT})
+    )
     assert job["params"]["sigma"] == 0.5
     assert names(job) == {"noisy.png", "image_0.png", "grid.png"}
-    ok(
+    succeeded(
         submit(
             client, {"kind": "denoise", "model": "mnist-ddpm", "method": "one_step", "image": DIGIT, "timestep": 100}
         )
     )
-    ok(submit(client, {"kind": "denoise", "model": "mnist-flow", "method": "one_step", "image": DIGIT, "i_start": 20}))
-    job = ok(
+    succeeded(
+        submit(client, {"kind": "denoise", "model": "mnist-flow", "method": "one_step", "image": DIGIT, "i_start": 20})
+    )
+    job = succeeded(
         submit(
             client,
             {
@@ -206,7 +201,7 @@ def test_one_step_and_iterative_denoising(client):
     assert job["result"]["t_start"] == 180
     assert job["progress"]["total"] == 10 - 3  # 270, 240, ..., 0 and clean: 10 steps, from the 4th
     flow = {"kind": "denoise", "model": "mnist-flow", "method": "iterative", "image": DIGIT, "steps": 8, "i_start": 2}
-    job = ok(submit(client, flow))
+    job = succeeded(submit(client, flow))
     assert job["result"]["t_start"] == 0.25 and job["progress"]["total"] == 8 - 2
 
 

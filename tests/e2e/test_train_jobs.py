@@ -20,7 +20,20 @@ import torch
 from PIL import Image
 
 from models.training import native_bf16
-from tests.helpers import TEST_KEYS, Stack, artifact, cli, client_for, decode, png, running_stack, stop, wait_until
+from tests.helpers import (
+    TEST_KEYS,
+    Stack,
+    artifact,
+    cli,
+    client_for,
+    decode,
+    names,
+    png,
+    running_stack,
+    stop,
+    succeeded,
+    wait_until,
+)
 
 TINY = {
     "kind": "train",
@@ -66,17 +79,6 @@ def train(client: httpx.Client, **body: object) -> dict:
     response = client.post("/v1/jobs", json={**TINY, **body})
     assert response.status_code == 202, response.text
     return finish(client, response.json()["id"])
-
-
-def succeeded(response: httpx.Response) -> dict:
-    assert response.status_code == 200, response.text
-    job = response.json()
-    assert job["status"] == "succeeded", job
-    return job
-
-
-def names(job: dict) -> set[str]:
-    return {a["name"] for a in job["artifacts"]}
 
 
 def error_of(response: httpx.Response, status: int) -> dict:
