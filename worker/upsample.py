@@ -51,11 +51,11 @@ def upsample(
 
 def run_upsample(req: UpsampleJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None and req.steps is not None and req.noise_level is not None
-    stage_two(ctx)
+    stage2 = stage_two(ctx).stage2
+    assert stage2 is not None
     image = ctx.image(req.image, native=True)  # stage I's size
     ctx.outputs.save_images(upsample(ctx, image, req, req.steps, req.noise_level, req.seed))
-    size = stage_two(ctx).stage2.size  # type: ignore[union-attr]
-    return {"seed": req.seed, "size": [size, size], **ctx.notes}
+    return {"seed": req.seed, "size": [stage2.size, stage2.size], **ctx.notes}
 
 
 def _sized(image: torch.Tensor, side: int) -> torch.Tensor:
