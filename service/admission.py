@@ -152,7 +152,11 @@ def check_classes(spec: ModelSpec, req: JobBase) -> None:
             raise InvalidRequest.field(["class_label"], f"must be below {len(spec.classes)}, {spec.id}'s classes")
     if isinstance(req, AnagramJob | HybridJob):
         prompts += [(["prompts", i], p) for i, p in enumerate(req.prompts)]
+    if isinstance(req, DenoiseJob) and req.prompt is not None:
+        prompts.append((["prompt"], req.prompt))
     for loc, prompt in prompts:
+        if not spec.classes:
+            raise InvalidRequest.field(loc, f"{spec.id} takes no prompt")
         if prompt not in spec.classes:
             raise InvalidRequest.field(loc, f"{spec.id} knows the prompts {', '.join(spec.classes)}")
 
@@ -176,6 +180,8 @@ def check_times(spec: ModelSpec, req: JobBase) -> None:
 
 
 def check_denoise(spec: ModelSpec, req: DenoiseJob) -> None:
+    if req.method == "blur" and req.prompt is not None:
+        raise InvalidRequest.field(["prompt"], "blur denoising runs no network: it takes no prompt")
     if req.method == "one_step" and spec.is_denoiser and req.timestep is not None:
         raise InvalidRequest.field(["timestep"], f"{spec.id} denoises z = x + sigma eps; give `sigma`")
     if req.method in ("one_step", "iterative") and not spec.is_denoiser and req.sigma is not None:

@@ -132,7 +132,8 @@ def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
 
 
 def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
-    """Iterative denoising (CS180 A 1.4): SDEdit of the image noised to times[i_start], unconditional."""
+    """Iterative denoising (CS180 A 1.4): SDEdit of the image noised to times[i_start], on the job's prompt (if any)
+    without guidance."""
     assert req.seed is not None
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
@@ -143,7 +144,7 @@ def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
     out = sample_loop(
         model.process,
         model.predict,
-        CFG(model.condition(None, None, 1), None),
+        CFG(model.condition(req.prompt, None, 1), None),  # conditioned, unguided, as the course's 1.4
         noisy,
         times[i_start:],
         gens,

@@ -107,7 +107,7 @@ def run_one_step(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
         )
         noisy = add_noise(ctx, x0, t, None, req.seed)
         t_model = torch.full((1,), model.process.model_time(t), device=x0.device)
-        est = model.predict(noisy, t_model, model.condition(None, None, 1))
+        est = model.predict(noisy, t_model, model.condition(req.prompt, None, 1))
         denoised = model.process.preview(noisy, est, t)
     else:  # the single-step denoiser: z = x + sigma eps in, x out
         noisy = add_noise(ctx, x0, None, req.sigma, req.seed)

@@ -89,6 +89,12 @@ class DenoiseJob(Schedule, Upsampled, JobBase):
     i_start: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="iterative: noise the image to the run's i_start-th time, then denoise from there"
     )
+    prompt: str | None = Field(
+        default=None,
+        max_length=500,
+        description="one_step and iterative: the condition of the estimates, without guidance (the course's 'a high "
+        "quality photo'; a class name for the MNIST models); omitted: unconditional",
+    )
     kernel_size: Annotated[int, Field(ge=1, le=65)] = Field(default=7, description="blur: odd Gaussian kernel size")
     blur_sigma: Annotated[float, Field(gt=0, le=32)] | None = Field(
         default=None, description="blur: the Gaussian's sigma; omitted: 0.3 ((kernel_size - 1) / 2 - 1) + 0.8"

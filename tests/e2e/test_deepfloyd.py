@@ -122,6 +122,10 @@ def test_noise_and_the_three_denoisers(client):
     iterative = job
     assert iterative["params"]["i_start"] == 10 and iterative["result"]["t_start"] == 690  # the course's start
     assert iterative["progress"]["total"] == 34 - 10
+    for method, extra in (("one_step", {"timestep": 500}), ("iterative", {})):
+        body = {"kind": "denoise", "model": MODEL, "image": image, "method": method, "seed": 4, **extra}
+        plain, photo_of = (succeeded(submit(client, {**body, **p})) for p in ({}, {"prompt": PHOTO}))
+        assert artifact(client, plain, "image_0.png") != artifact(client, photo_of, "image_0.png"), method
 
 
 def test_img2img_defaults_to_the_course_list_and_resizes_other_sizes(client):

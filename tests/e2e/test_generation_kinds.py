@@ -203,6 +203,8 @@ def test_one_step_and_iterative_denoising(client):
     flow = {"kind": "denoise", "model": "mnist-flow", "method": "iterative", "image": DIGIT, "steps": 8, "i_start": 2}
     job = succeeded(submit(client, flow))
     assert job["result"]["t_start"] == 0.25 and job["progress"]["total"] == 8 - 2
+    three = succeeded(submit(client, {**flow, "prompt": "3"}))
+    assert three["params"]["prompt"] == "3"  # what it does to the pixels: test_shipped_models.py
 
 
 @pytest.mark.parametrize(
@@ -222,6 +224,21 @@ def test_one_step_and_iterative_denoising(client):
             "below 4",
         ),
         ({"kind": "sample", "model": "mnist-denoiser"}, ["body", "kind"], "cannot run sample"),
+        (
+            {"kind": "denoise", "model": "mnist-denoiser", "method": "one_step", "image": DIGIT, "prompt": "3"},
+            ["body", "prompt"],
+            "takes no prompt",
+        ),
+        (
+            {"kind": "denoise", "model": "mnist-ddpm", "method": "blur", "image": DIGIT, "sigma": 0.5, "prompt": "3"},
+            ["body", "prompt"],
+            "runs no network",
+        ),
+        (
+            {"kind": "denoise", "model": "mnist-ddpm", "method": "iterative", "image": DIGIT, "prompt": "x"},
+            ["body", "prompt"],
+            "knows the prompts",
+        ),
         ({"kind": "anagram", "model": "mnist-ddpm", "prompts": ["6", "x"]}, ["body", "prompts", 1], "knows"),
         (
             {"kind": "sample", "model": "mnist-flow", "guidance_interval": [2, 1]},

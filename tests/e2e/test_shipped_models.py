@@ -12,7 +12,7 @@ import torch
 
 from models.datasets import held_out_split, mnist_5k
 from models.judge import judge_digits
-from tests.helpers import artifact, decode, png, submit
+from tests.helpers import artifact, decode, png, submit, succeeded
 
 FAST = {"mnist-ddpm": {"stride": 10}, "mnist-flow": {"steps": 20}}  # 31 and 20 steps: quick on two CPU cores
 HELD_OUT = {c: int(i) for c, i in ((int(mnist_5k().labels[i]), i) for i in held_out_split(mnist_5k().labels, 50)[1])}
@@ -35,13 +35,6 @@ def normalised(x: np.ndarray) -> np.ndarray:
 def read_as(images: list[np.ndarray]) -> list[int]:
     """The class whose mean digit each (28, 28) image in [0, 1] is closest to (cosine)."""
     return list(np.argmax(normalised(np.stack([im.reshape(784) for im in images])) @ templates().T, axis=1))
-
-
-def succeeded(response) -> dict:
-    assert response.status_code == 200, response.text
-    job = response.json()
-    assert job["status"] == "succeeded", job
-    return job
 
 
 def pngs(client, job: dict, prefix: str = "image_") -> list[np.ndarray]:
@@ -112,6 +105,22 @@ def test_the_denoiser_brings_a_noisy_digit_closer_to_the_clean_one(client):
     clean = mnist_5k().images[index] / 255
     noisy, denoised = decode(artifact(client, job, "noisy.png")), decode(artifact(client, job, "image_0.png"))
     assert np.abs(denoised - clean).mean() < 0.5 * np.abs(noisy - clean).mean()
+
+
+def test_iterative_denoising_follows_its_prompt(client):
+    """From nearly pure noise (the 3rd of 31 strided steps), the estimates conditioned on "3" and on "8" lead apart."""
+    body = {
+        "kind": "denoise",
+        "model": "mnist-ddpm",
+        "method": "iterative",
+        "image": {"dataset": "mnist-5k", "index": 0},
+    }
+    jobs = [
+        succeeded(submit(client, {**body, **FAST["mnist-ddpm"], "i_start": 2, "seed": 1, "prompt": p})) for p in "38"
+    ]
+    three, eight = (decode(artifact(client, job, "image_0.png")) for job in jobs)
+    assert np.abs(three - eight).mean() > 0.05
+    assert read_as([three, eight]) == [3, 8]
 
 
 @pytest.mark.parametrize("model", ["mnist-flow", "mnist-ddpm"])
