@@ -138,22 +138,39 @@ def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
         req.sigma = spec.defaults.get("sigma")
 
 
-def check_classes(spec: ModelSpec, req: JobBase) -> None:
-    """Prompts of the in-house models are their class names; a text model takes any prompt and no class label."""
-    prompts: list[tuple[list[str | int], str]] = []
-    if spec.text:
-        if isinstance(req, Conditioned) and req.class_label is not None:
-            raise InvalidRequest.field(["class_label"], f"{spec.id} is conditioned on text; give `prompt`")
-        return
-    if isinstance(req, Conditioned):
-        if req.prompt is not None:
-            prompts.append((["prompt"], req.prompt))
-        if req.class_label is not None and req.class_label >= len(spec.classes):
-            raise InvalidRequest.field(["class_label"], f"must be below {len(spec.classes)}, {spec.id}'s classes")
+Prompts = list[tuple[list[str | int], str]]  # (where in the request, the prompt)
+
+
+def prompts_of(req: JobBase) -> Prompts:
+    prompts: Prompts = []
+    if isinstance(req, Conditioned | DenoiseJob) and req.prompt is not None:
+        prompts.append((["prompt"], req.prompt))
     if isinstance(req, AnagramJob | HybridJob):
         prompts += [(["prompts", i], p) for i, p in enumerate(req.prompts)]
-    if isinstance(req, DenoiseJob) and req.prompt is not None:
-        prompts.append((["prompt"], req.prompt))
+    return prompts
+
+
+def check_text(spec: ModelSpec, req: JobBase, prompts: Prompts) -> None:
+    """A text model takes no class label, and any prompt unless its workers serve precomputed embeddings only (then
+    its `prompts` lists them)."""
+    if isinstance(req, Conditioned) and req.class_label is not None:
+        raise InvalidRequest.field(["class_label"], f"{spec.id} is conditioned on text; give `prompt`")
+    served: list[str] = spec.info.get("prompts", [])
+    for loc, prompt in prompts if "prompts" in spec.info else []:
+        if prompt not in served:
+            raise InvalidRequest.field(
+                loc, f"{spec.id} serves only the prompts of its precomputed embeddings (GET /v1/models/{spec.id})"
+            )
+
+
+def check_classes(spec: ModelSpec, req: JobBase) -> None:
+    """Prompts of the in-house models are their class names."""
+    prompts = prompts_of(req)
+    if spec.text:
+        check_text(spec, req, prompts)
+        return
+    if isinstance(req, Conditioned) and req.class_label is not None and req.class_label >= len(spec.classes):
+        raise InvalidRequest.field(["class_label"], f"must be below {len(spec.classes)}, {spec.id}'s classes")
     for loc, prompt in prompts:
         if not spec.classes:
             raise InvalidRequest.field(loc, f"{spec.id} takes no prompt")

@@ -146,6 +146,7 @@ def load_if(spec: ModelSpec, settings: Settings, device: torch.device, conn: red
     prompts: Prompts
     if settings.deepfloyd_prompt_embeds is not None:
         prompts = Precomputed(settings.deepfloyd_prompt_embeds)
+        spec = replace(spec, info={**spec.info, "prompts": sorted(prompts.table)})  # the only ones it can serve
     else:
         config = read_config(str(folder), "text_encoder/config.json")
         prompts = Cached(

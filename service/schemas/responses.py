@@ -85,6 +85,7 @@ class Model(BaseModel):
     text: bool = False  # prompts are free text (DeepFloyd IF), not class names
     stage1: dict[str, Any] | None = None  # DeepFloyd IF: where each stage comes from; stage II's availability
     stage2: dict[str, Any] | None = None
+    prompts: list[str] | None = None  # DeepFloyd IF on precomputed embeddings: the only prompts it serves
     # Trained models (`shipped: false`) add these.
     dataset: str | None = None
     conditioning: str | None = None

@@ -251,9 +251,11 @@ def test_precomputed_embeddings_give_the_encoders_pixels(
     with if_stack(redis_url, tmp_path_factory.mktemp("embeds"), **env) as other, client_for(other, api_key) as c:
         from_file = succeeded(submit(c, body))
         assert artifact(c, from_file, "image_0.png") == artifact(client, encoded, "image_0.png")
-        missing = submit(c, {**body, "prompts": [OLD_MAN, SKULL]}).json()
-        assert missing["status"] == "failed" and missing["error"]["type"] == "invalid_input"
-        assert repr(SKULL) in missing["error"]["message"] and "DEEPFLOYD_PROMPT_EMBEDS" in missing["error"]["message"]
+        assert c.get(f"/v1/models/{MODEL}").json()["prompts"] == ["", OLD_MAN, CAMPFIRE]
+        missing = c.post("/v1/jobs", json={**body, "prompts": [OLD_MAN, SKULL]})
+        assert missing.status_code == 422, missing.text
+        error = missing.json()["error"]
+        assert error["details"][0]["loc"][-2:] == ["prompts", 1] and "precomputed embeddings" in error["message"]
 
 
 def test_unconfigured_it_is_listed_unavailable_and_its_jobs_refused(
