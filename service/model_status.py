@@ -3,29 +3,40 @@
 A worker that loads it records the model as it loaded (sizes from the weights' configs, what it can run); one that
 cannot records why. The API shows the last report over its own view: it may not see the weights at all (in Docker
 Compose only the workers mount the Hugging Face cache), and configured weights that do not load must not take jobs.
+A report lives as long as its worker's registration (the worker renews it with each heartbeat), so a deployment that
+no longer runs such a worker is not shown what an earlier one loaded.
 """
 
 import json
 from dataclasses import replace
 
 import redis
+from redis.client import Pipeline
 
 from service import keys
 from service.catalog import ModelSpec
 
+Conn = redis.Redis | Pipeline
 
-def report_loaded(conn: redis.Redis, spec: ModelSpec) -> None:
+
+def loaded(spec: ModelSpec) -> str:
+    """The report of a worker that loaded the model."""
     status = {
         "image_size": spec.image_size,
         "schedule": spec.schedule,
         "capabilities": sorted(spec.capabilities),
         "info": spec.info,
     }
-    conn.set(keys.model_status(spec.id), json.dumps(status))
+    return json.dumps(status)
 
 
-def report_failed(conn: redis.Redis, model_id: str, reason: str) -> None:
-    conn.set(keys.model_status(model_id), json.dumps({"reason": reason}))
+def failed(reason: str) -> str:
+    """The report of a worker that could not load the model."""
+    return json.dumps({"reason": reason})
+
+
+def publish(conn: Conn, model_id: str, report: str, ttl_s: int) -> None:
+    conn.set(keys.model_status(model_id), report, ex=ttl_s)
 
 
 def as_loaded(conn: redis.Redis, spec: ModelSpec) -> ModelSpec:

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
@@ -48,6 +49,13 @@ class DiffusionWorker(SimpleWorker):
             context.stopping.set()
             return
         super().request_force_stop(signum, frame)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, which also renews what this worker reported of the models it loaded."""
+        super().heartbeat(timeout, pipeline)
+        get_cache().renew_reports(
+            pipeline if pipeline is not None else self.connection, timeout or self.worker_ttl + 60
+        )
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         execution = self.prepare_execution(job)

@@ -30,7 +30,7 @@ from models.processes import DDPM, Flow, NoiseProcess, clipped
 from models.schedules import make_schedule
 from models.unet import Net, load_network
 from service.catalog import IF_ID, NETWORK_FREE, ModelSpec, builtin_models
-from service.model_status import report_failed, report_loaded
+from service.model_status import Conn, failed, loaded, publish
 from service.registry import CHECKPOINT_FILES, Registry
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore
@@ -39,6 +39,7 @@ from worker.errors import InputError, ModelUnavailable, ModelUnreadable
 
 log = logging.getLogger(__name__)
 MAX_TRAINED = 8
+REPORT_TTL_S = 120  # a load report's first life; each heartbeat of the worker renews it (worker/main.py)
 
 
 class Servable(Protocol):
@@ -107,6 +108,7 @@ class ModelCache:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._loaded: dict[str, Servable] = {}
         self._trained: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._reports: dict[str, str] = {}  # what this worker found loading an external model (service/model_status)
 
     def spec(self, model_id: str) -> ModelSpec:
         try:
@@ -155,10 +157,19 @@ class ModelCache:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"[:300]
             log.exception("%s did not load", IF_ID)
-            report_failed(conn, IF_ID, reason)
+            self._report(conn, IF_ID, failed(reason))
             raise ModelUnavailable(f"{IF_ID} did not load on this worker: {reason}") from exc
-        report_loaded(conn, model.spec)
+        self._report(conn, IF_ID, loaded(model.spec))
         return model
+
+    def _report(self, conn: redis.Redis, model_id: str, report: str) -> None:
+        self._reports[model_id] = report
+        publish(conn, model_id, report, REPORT_TTL_S)
+
+    def renew_reports(self, conn: Conn, ttl_s: int) -> None:
+        """Keeps this worker's load reports alive as long as its own registration."""
+        for model_id, report in self._reports.items():
+            publish(conn, model_id, report, ttl_s)
 
     def _trained_model(self, model_id: str, owner: str, conn: redis.Redis, store: ArtifactStore) -> LoadedModel:
         key = (owner, model_id)

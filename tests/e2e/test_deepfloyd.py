@@ -334,5 +334,7 @@ def test_an_api_that_cannot_see_the_weights_serves_what_its_workers_loaded(
         s.wait_worker_ready()
         model = c.get(f"/v1/models/{MODEL}").json()
         assert model["available"] and model["image_size"] == STAGE1_SIZE and "upsample" in model["capabilities"]
+        report_ttl = redis.Redis.from_url(s.env["REDIS_URL"]).ttl(f"dj:model-status:{MODEL}")
+        assert 0 < report_ttl <= 120  # lives as long as the worker's registration, renewed by its heartbeats
         job = succeeded(submit(c, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "stride": 100}))
         assert size(c, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)
