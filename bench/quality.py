@@ -41,7 +41,9 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 
 import argparse
 import json
+import math
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +169,7 @@ def cfg_quality(
     classes = torch.arange(10).repeat_interleave(args.per_class)  # (n,) 0 0 0 ... 9 9 9
     n = len(classes)
     uncond = labels(None, n)
+    started = time.perf_counter()
     images = sample_batched(
         subject,
         n,
@@ -175,6 +178,7 @@ def cfg_quality(
         args.batch,
         f"{subject.name} CFG",
     )
+    seconds_per_image = (time.perf_counter() - started) / n
     hits = predicted(judge, images) == classes
     first = torch.arange(10)[:, None] * args.per_class + torch.arange(min(10, args.per_class))  # (10, <= 10)
     save("cfg", images[first.flatten()], first.shape[1])  # a row per class
@@ -195,6 +199,7 @@ def cfg_quality(
         "fd_floor": floor,
         "fd_floor_same_n": floor_same_n,
         "fd_over_floor": fd / floor,
+        "seconds_per_image": seconds_per_image,
     }
 
 
@@ -308,6 +313,7 @@ def rows_for(name: str, q: dict[str, Any]) -> list[list[str]]:
         [name, "CFG samples: FD to held-out / floor", f"{s['fd']:.2f} / {s['fd_floor']:.2f} = "
          f"{s['fd_over_floor']:.2f}x", f"<= {TARGET_FD_RATIO:g}x", "ok" if fd_ok else "MISSED"],
         [name, f"  floor from {s['n']} training digits (same n)", f"{s['fd_floor_same_n']:.2f}", "", ""],
+        [name, "  seconds per image (sampling, this CPU)", f"{s.get('seconds_per_image', math.nan):.3f}", "", ""],
     ]  # fmt: skip
     for a in q["anagrams"]:
         rows.append(
@@ -363,12 +369,16 @@ def render(judge: Judge, blur_control: float, quality: dict[str, dict[str, Any]]
 
 
 def load_subject(
-    checkpoints: Path, model: str, interval: tuple[float, float] | None = None, clip: bool = False
+    checkpoints: Path,
+    model: str,
+    interval: tuple[float, float] | None = None,
+    clip: bool = False,
+    steps: int | None = None,
 ) -> Subject:
     process = make_process(KINDS[model], schedule_of(checkpoints, model))
     if clip:
         process = clipped(process, 0.0, 1.0)  # the MNIST models' value range
-    return Subject(model, load_unet(checkpoints, model), process, process.times(), interval, clip)
+    return Subject(model, load_unet(checkpoints, model), process, process.times(steps), interval, clip)
 
 
 def references(judge: Judge) -> References:
@@ -435,6 +445,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--clip-denoised", action="store_true", help="clip each step's clean estimate to [0, 1] (a job's clip_denoised)"
     )
     p.add_argument("--cfg-only", action="store_true", help="the CFG samples' figures only (for sweeps)")
+    p.add_argument(
+        "--steps", type=int, help="sampling steps (flow: Euler steps; DDPM: evenly spaced timesteps); default: all"
+    )
     p.add_argument("--per-class", type=int, default=100, help="CFG samples of each class (default 100)")
     p.add_argument("--anagram-n", type=int, default=50, help="samples of each anagram pair (default 50)")
     p.add_argument("--hybrid-n", type=int, default=50, help="samples of each hybrid pair (default 50)")
@@ -468,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     blur_control = float((predicted(judge, afar(refs.held_images)) == refs.held_labels).float().mean())
     quality: dict[str, dict[str, Any]] = {}
     for model in args.models:
-        subject = load_subject(args.checkpoints, model, args.guidance_interval, args.clip_denoised)
+        subject = load_subject(args.checkpoints, model, args.guidance_interval, args.clip_denoised, args.steps)
         quality[model] = evaluate(subject, judge, refs, args)
     machine["load_average_end"] = load_average()
     print(render(judge, blur_control, quality, machine))
