@@ -69,7 +69,9 @@ class Anagram:
             ).chunk(4)
             ch = x.shape[1]
             e1, e2 = cfg_combine(c1, u1, self.scale, ch), cfg_combine(c2, u2, self.scale, ch)
-        return _join(x, (e1 + self.view.inverse(e2)) / 2, (e1 + self.view.inverse_map(e2)) / 2)
+        (i1, v1), (i2, v2) = _split(e1, x), _split(e2, x)
+        extra = None if v1 is None or v2 is None else (v1 + self.view.inverse_map(v2)) / 2
+        return _join((i1 + self.view.inverse(i2)) / 2, extra)
 
 
 @dataclass(frozen=True)
@@ -90,16 +92,19 @@ class Hybrid:
             low, high, u = predict(x, t, torch.cat([self.cond_low, self.cond_high, self.uncond])).chunk(3)
             ch = x.shape[1]
             e_low, e_high = cfg_combine(low, u, self.scale, ch), cfg_combine(high, u, self.scale, ch)
-        blended = gaussian_blur(e_low, self.kernel_size, self.sigma) + highpass(e_high, self.kernel_size, self.sigma)
-        return _join(x, blended, (e_low + e_high) / 2)
+        (i_low, v_low), (i_high, v_high) = _split(e_low, x), _split(e_high, x)
+        blended = gaussian_blur(i_low, self.kernel_size, self.sigma) + highpass(i_high, self.kernel_size, self.sigma)
+        return _join(blended, None if v_low is None or v_high is None else (v_low + v_high) / 2)
 
 
-def _join(x: torch.Tensor, image_part: torch.Tensor, extra_part: torch.Tensor) -> torch.Tensor:
-    """The image's channels of `image_part`, then any channels past them from `extra_part`."""
+def _split(est: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The estimate's image channels, and the channels past them (None where there are none)."""
     ch = x.shape[1]
-    if image_part.shape[1] == ch:
-        return image_part
-    return torch.cat([image_part[:, :ch], extra_part[:, ch:]], dim=1)
+    return (est, None) if est.shape[1] == ch else (est[:, :ch], est[:, ch:])
+
+
+def _join(image_part: torch.Tensor, extra_part: torch.Tensor | None) -> torch.Tensor:
+    return image_part if extra_part is None else torch.cat([image_part, extra_part], dim=1)
 
 
 Rule = CFG | Anagram | Hybrid

@@ -18,7 +18,7 @@ import torch
 from diffusers.utils.import_utils import is_accelerate_available
 from torch import nn
 
-from models.deepfloyd import if_predictor
+from models.deepfloyd import LowRes, if_predictor
 from models.guidance import Predict
 from models.processes import DDPM, NoiseProcess, clipped
 from models.schedules import from_betas
@@ -45,9 +45,9 @@ class Stage:
     process: DDPM  # the stage's own schedule, with IF's learned variance
     size: int  # pixels per side, from the UNet's config
 
-    @property
-    def predict(self) -> Predict:
-        return if_predictor(self.unet, self.process.schedule.num_timesteps)
+    def predictor(self, low_res: LowRes | None = None) -> Predict:
+        """The stage's UNet behind the loop's call; stage II's with its low-resolution condition."""
+        return if_predictor(self.unet, self.process.schedule.num_timesteps, low_res)
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class IFModel:
 
     @property
     def predict(self) -> Predict:
-        return self.stage1.predict
+        return self.stage1.predictor()
 
     def condition(self, prompt: str | None, class_label: int | None, n: int) -> torch.Tensor:
         """(n, L, D) the prompt's text embedding per sample; no prompt: the empty prompt's, the unconditional."""
@@ -82,11 +82,8 @@ def _ddpm(scheduler: Any) -> DDPM:
 
 
 def _load_options(settings: Settings, device: torch.device) -> dict[str, Any]:
-    return {
-        "variant": settings.deepfloyd_variant,
-        "dtype": torch.float16 if device.type == "cuda" else torch.float32,
-        "low_cpu_mem_usage": is_accelerate_available(),
-    }
+    """What every part of IF loads with: the file variant, and fp16 on CUDA."""
+    return {"variant": settings.deepfloyd_variant, "dtype": torch.float16 if device.type == "cuda" else torch.float32}
 
 
 def _placed(pipe: Any, settings: Settings, device: torch.device) -> Any:
@@ -110,7 +107,6 @@ def _encoder(pipe: Any, folder: Path, settings: Settings, device: torch.device) 
         from transformers import T5EncoderModel, T5Tokenizer
 
         options = _load_options(settings, device)
-        options.pop("low_cpu_mem_usage")
         encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **options).eval()
         pipe.tokenizer = T5Tokenizer.from_pretrained(folder, subfolder="tokenizer")
         offload = settings.deepfloyd_cpu_offload and device.type == "cuda"
@@ -139,7 +135,7 @@ def load_if(spec: ModelSpec, settings: Settings, device: torch.device, conn: red
     from diffusers import IFPipeline, IFSuperResolutionPipeline  # imports transformers: only where IF is served
 
     assert settings.deepfloyd_stage1 is not None, "the catalog lists deepfloyd-if as available only when configured"
-    options = _load_options(settings, device)
+    options = {**_load_options(settings, device), "low_cpu_mem_usage": is_accelerate_available()}
     folder = _folder(settings.deepfloyd_stage1, settings)
     pipe = _placed(IFPipeline.from_pretrained(folder, **NOT_NEEDED, **options), settings, device)
     stage1 = Stage(pipe.unet, _ddpm(pipe.scheduler), int(pipe.unet.config.sample_size))

@@ -7,12 +7,13 @@ from typing import Any
 
 import torch
 
-from models.deepfloyd import if_predictor, low_res
+from models.deepfloyd import low_res
 from models.forward import randn_like_per_sample
 from models.imageio import resize
+from models.processes import DDPM
 from models.sampling import generators, sample_loop, start
 from service.schemas.jobs import Conditioned, JobBase, UpsampleJob
-from worker.deepfloyd import IFModel
+from worker.deepfloyd import IFModel, Stage
 from worker.errors import InputError
 from worker.generate import cfg_for, reporter
 from worker.kinds import JobContext
@@ -21,26 +22,26 @@ IMAGE_NAME = re.compile(r"image_(\d+)\.png")
 LOW_RES_STREAM = 2_000_003  # the low-resolution image's noise comes from other generators than the samples'
 
 
-def stage_two(ctx: JobContext) -> IFModel:
+def stage_two(ctx: JobContext) -> tuple[IFModel, Stage, DDPM]:
+    """The job's model, its stage II and stage II's image-noising schedule; an InputError where it has none."""
     model = ctx.model
     if not isinstance(model, IFModel) or model.stage2 is None or model.noising is None:
         reason = model.stage2_reason if isinstance(model, IFModel) else "it is not DeepFloyd IF"
         raise InputError(f"{model.spec.id} cannot upsample here: {reason}")
-    return model
+    return model, model.stage2, model.noising
 
 
 def upsample(
     ctx: JobContext, images: torch.Tensor, req: Conditioned, steps: int, noise_level: int, seed: int
 ) -> torch.Tensor:
     """`images` (N, 3, s, s) in [-1, 1] through stage II; returns (N, 3, S, S) in [0, 1]."""
-    model = stage_two(ctx)
-    assert model.stage2 is not None and model.noising is not None
-    stage, n = model.stage2, images.shape[0]
+    model, stage, noising = stage_two(ctx)
+    n = images.shape[0]
     like = torch.empty(n, 3, stage.size, stage.size, device=model.device)
     condition = low_res(
-        images, stage.size, model.noising, noise_level, randn_like_per_sample(like, generators(seed, n, LOW_RES_STREAM))
+        images, stage.size, noising, noise_level, randn_like_per_sample(like, generators(seed, n, LOW_RES_STREAM))
     )
-    predict = if_predictor(stage.unet, stage.process.schedule.num_timesteps, condition)
+    predict = stage.predictor(condition)
     times = stage.process.times(steps)
     gens = generators(seed, n)
     x = start(stage.process, times, 0, gens, like)
@@ -51,11 +52,10 @@ def upsample(
 
 def run_upsample(req: UpsampleJob, ctx: JobContext) -> dict[str, Any]:
     assert req.seed is not None and req.steps is not None and req.noise_level is not None
-    stage2 = stage_two(ctx).stage2
-    assert stage2 is not None
+    _, stage, _ = stage_two(ctx)  # before the image is read: a model without stage II fails at once
     image = ctx.image(req.image, native=True)  # stage I's size
     ctx.outputs.save_images(upsample(ctx, image, req, req.steps, req.noise_level, req.seed))
-    return {"seed": req.seed, "size": [stage2.size, stage2.size], **ctx.notes}
+    return {"seed": req.seed, "size": [stage.size, stage.size], **ctx.notes}
 
 
 def _sized(image: torch.Tensor, side: int) -> torch.Tensor:
@@ -66,7 +66,7 @@ def upsample_outputs(req: JobBase, ctx: JobContext) -> dict[str, Any]:
     """Each image_{i}.png the job made, through stage II with the job's prompt (none for anagrams and hybrids), as
     upsampled_{i}.png: stage II's defaults, sample i seeded with the job's seed + i, as image_{i} was."""
     assert req.seed is not None
-    model = stage_two(ctx)
+    model, _, _ = stage_two(ctx)
     defaults = model.spec.defaults["upsample"]
     made = {int(m[1]): image for name, image in ctx.outputs.pngs.items() if (m := IMAGE_NAME.fullmatch(name))}
     if not made:
