@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     redis_timeout_s: float = 3.0  # connect and socket timeout; past it the API answers 503
     log_level: str = Field(default="INFO")
     cuda_memory_fraction: float | None = Field(default=None, gt=0, le=1)  # a worker's cap on its GPU's memory
+    # torch's threads in a sampling worker: on 2 shared cores with passive OpenMP waits, 1 was fastest at every batch
+    # size measured (BENCHMARKS.md, "Batching"); a dedicated many-core CPU box may want more.
+    inference_threads: int = Field(default=1, ge=1, le=256)
+    # Cross-job batching (README, "Batching"): compatible queued `sample` jobs run as one loop, at most MAX_N images.
+    batch_max_jobs: int = Field(default=32, ge=1, le=256)  # 1: every job alone
+    batch_wait_ms: float = Field(default=20.0, ge=0, le=5000)  # how long a batch waits to fill, once it has two
 
     @field_validator(
         "deepfloyd_stage1", "deepfloyd_stage2", "deepfloyd_variant", "deepfloyd_prompt_embeds", mode="before"

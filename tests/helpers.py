@@ -183,6 +183,15 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) / 255
 
 
+def assert_same_pixels(batched: bytes, alone: bytes) -> None:
+    """Two PNGs equal up to float rounding: a job run batched and alone goes through the network at other batch
+    sizes (the same rule as a job's images against its n)."""
+    a, b = decode(batched), decode(alone)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= 1 / 255 + 1e-9
+    assert (a == b).mean() >= 0.99
+
+
 def submit(client: httpx.Client, body: dict[str, Any], wait: int = 30, **headers: str) -> httpx.Response:
     return client.post("/v1/jobs", json=body, headers={"Prefer": f"wait={wait}", **headers})
 

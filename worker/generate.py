@@ -3,6 +3,8 @@
 Each is a start, a guidance rule and a constraint around `models.sampling.sample_loop` (DESIGN.md).
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +26,9 @@ from service.schemas.jobs import (
     InpaintJob,
     SampleJob,
 )
+from worker.hook import Progress
 from worker.kinds import JobContext, save_denoised
+from worker.model_cache import Servable
 
 INPAINT_STREAM = 1_000_003  # the known pixels' noise comes from other generators than the samples'
 
@@ -41,25 +45,44 @@ def guided(req: Guidance, rule: Rule, process: NoiseProcess) -> Guide:
     return Interval(rule, process.sigma, lo, hi)
 
 
+def cfg_over(model: Servable, jobs: Sequence[tuple[Conditioned, int]], process: NoiseProcess | None = None) -> Guide:
+    """CFG for jobs sampled as one batch, each (request, n) on its own prompt or class; the guidance settings (and
+    whether there is a condition at all) are the first job's, which a batch shares (worker/batching.py).
+    Unconditional (one branch) when there is no condition."""
+    first = jobs[0][0]
+    cond = torch.cat([model.condition(req.prompt, req.class_label, n) for req, n in jobs])
+    if first.prompt is None and first.class_label is None:
+        return CFG(cond, None)
+    rule = CFG(cond, model.condition(None, None, len(cond)), scale_of(first))
+    return guided(first, rule, process or model.process)
+
+
 def cfg_for(ctx: JobContext, req: Conditioned, n: int, process: NoiseProcess | None = None) -> Guide:
     """CFG on the requested prompt or class; unconditional (one branch) when there is none."""
-    model = ctx.model
-    cond = model.condition(req.prompt, req.class_label, n)
-    if req.prompt is None and req.class_label is None:
-        return CFG(cond, None)
-    rule = CFG(cond, model.condition(None, None, n), scale_of(req))
-    return guided(req, rule, process or model.process)
+    return cfg_over(ctx.model, [(req, n)], process)
+
+
+@dataclass
+class Part:
+    """One job's share of a sampling loop: n samples from seed + i, saved to the job's own outputs."""
+
+    ctx: JobContext
+    n: int
+    seed: int
+    frames: list[torch.Tensor] | None = None  # GIF frames of its samples, when the job asks for them
 
 
 def reporter(
-    ctx: JobContext, stage: str, done: int = 0, total: int | None = None, frames: list[torch.Tensor] | None = None
+    progress: Progress, stage: str, done: int = 0, total: int | None = None, parts: Sequence[Part] = ()
 ) -> OnStep:
-    """Progress (and GIF frames: the first step, every 20th, and the last 8) from the loop's steps."""
+    """Progress (and each part's GIF frames: the first step, every 20th, and the last 8) from the loop's steps."""
 
     def on_step(step: Step) -> None:
-        if frames is not None and is_frame(step.index, step.total):
-            frames.append(make_grid(ctx.to_unit(step.x).clamp(0, 1)))
-        ctx.hook(stage, done + step.index, total or step.total)
+        if is_frame(step.index, step.total) and any(part.frames is not None for part in parts):
+            for part, x in zip(parts, step.x.split([p.n for p in parts]), strict=True):
+                if part.frames is not None:
+                    part.frames.append(make_grid(part.ctx.to_unit(x).clamp(0, 1)))
+        progress(stage, done + step.index, total or step.total)
 
     return on_step
 
@@ -70,36 +93,48 @@ def shape(ctx: JobContext, n: int) -> torch.Tensor:
 
 
 def generate(
-    ctx: JobContext,
+    parts: Sequence[Part],
     guide: Guide,
-    n: int,
-    seed: int,
     steps: int | None,
     stride: int | None,
-    frames: bool = False,
+    progress: Progress | None = None,
     stage: str = "sampling",
     constrain: Inpaint | None = None,
-) -> torch.Tensor:
-    """n samples from pure noise; saves image_{i}.png, grid.png (and frames.gif); returns them in [0, 1]."""
+) -> list[torch.Tensor]:
+    """The parts' samples from pure noise, in one loop; saves each part's image_{i}.png, grid.png (and frames.gif)
+    unless its job was canceled; returns each part's images in [0, 1]. `progress`: the first part's job's hook."""
+    ctx = parts[0].ctx
     model = ctx.model
     times = model.process.times(steps, stride)
-    gens = generators(seed, n)
-    recorded: list[torch.Tensor] | None = [] if frames else None
-    x = start(model.process, times, 0, gens, shape(ctx, n))
-    out = sample_loop(
-        model.process, model.predict, guide, x, times, gens, constrain, reporter(ctx, stage, frames=recorded)
-    )
-    images = ctx.to_unit(out).clamp(0, 1)
-    ctx.outputs.save_images(images)
-    if recorded:
-        ctx.outputs.save("frames.gif", encode_gif(recorded, duration_ms=80), "image/gif")
-    return images
+    gens = [g for part in parts for g in generators(part.seed, part.n)]
+    x = start(model.process, times, 0, gens, shape(ctx, len(gens)))
+    on_step = reporter(progress or ctx.hook, stage, parts=parts)
+    out = sample_loop(model.process, model.predict, guide, x, times, gens, constrain, on_step)
+    images = ctx.to_unit(out).clamp(0, 1).split([part.n for part in parts])
+    for part, own in zip(parts, images, strict=True):
+        if part.ctx.hook.canceled:
+            continue
+        part.ctx.outputs.save_images(own)
+        if part.frames:
+            part.ctx.outputs.save("frames.gif", encode_gif(part.frames, duration_ms=80), "image/gif")
+    return list(images)
+
+
+def run_samples(jobs: Sequence[tuple[SampleJob, JobContext]], progress: Progress | None = None) -> list[dict[str, Any]]:
+    """`sample` jobs sharing a model, schedule and guidance, as one batch; each job's results as if it ran alone."""
+    parts = []
+    for req, ctx in jobs:
+        assert req.seed is not None
+        parts.append(Part(ctx, req.n, req.seed, [] if req.frames else None))
+    first, ctx = jobs[0]
+    guide = cfg_over(ctx.model, [(req, req.n) for req, _ in jobs])
+    generate(parts, guide, first.steps, first.stride, progress)
+    batch = {"batch": {"jobs": len(jobs), "images": sum(p.n for p in parts)}} if len(jobs) > 1 else {}
+    return [{"seeds": [p.seed + i for i in range(p.n)], **p.ctx.notes, **batch} for p in parts]
 
 
 def run_sample(req: SampleJob, ctx: JobContext) -> dict[str, Any]:
-    assert req.seed is not None
-    generate(ctx, cfg_for(ctx, req, req.n), req.n, req.seed, req.steps, req.stride, frames=req.frames)
-    return {"seeds": [req.seed + i for i in range(req.n)], **ctx.notes}
+    return run_samples([(req, ctx)])[0]
 
 
 def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
@@ -121,7 +156,7 @@ def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
             x,
             times[i_start:],
             gens,
-            on_step=reporter(ctx, "sampling", done, total),
+            on_step=reporter(ctx.hook, "sampling", done, total),
         )
         done += len(times) - 1 - i_start
         outputs.append(ctx.to_unit(out).clamp(0, 1))
@@ -148,7 +183,7 @@ def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
         noisy,
         times[i_start:],
         gens,
-        on_step=reporter(ctx, "denoising"),
+        on_step=reporter(ctx.hook, "denoising"),
     )
     save_denoised(ctx, noisy, out)
     return {"seed": req.seed, "i_start": i_start, "t_start": times[i_start], **ctx.notes}
@@ -164,9 +199,8 @@ def run_inpaint(req: InpaintJob, ctx: JobContext) -> dict[str, Any]:
     constrain = Inpaint(
         ctx.model.process, original, mask.expand(req.n, -1, -1, -1), generators(req.seed, req.n, offset=INPAINT_STREAM)
     )
-    generate(
-        ctx, cfg_for(ctx, req, req.n), req.n, req.seed, req.steps, req.stride, stage="inpainting", constrain=constrain
-    )
+    guide = cfg_for(ctx, req, req.n)
+    generate([Part(ctx, req.n, req.seed)], guide, req.steps, req.stride, stage="inpainting", constrain=constrain)
     return {"seeds": [req.seed + i for i in range(req.n)], "masked_fraction": round(float(mask.mean()), 4), **ctx.notes}
 
 
@@ -177,7 +211,7 @@ def run_anagram(req: AnagramJob, ctx: JobContext) -> dict[str, Any]:
     view = VIEWS[req.view]
     uncond = model.condition(None, None, req.n)
     guide = guided(req, Anagram(upright, viewed, uncond, view, scale_of(req)), model.process)
-    images = generate(ctx, guide, req.n, req.seed, req.steps, req.stride)
+    (images,) = generate([Part(ctx, req.n, req.seed)], guide, req.steps, req.stride)
     for i, image in enumerate(images):
         ctx.outputs.save_png(f"view_{i}.png", view.view(image))  # the second reading, as the eye sees it turned
     return {"seeds": [req.seed + i for i in range(req.n)], "view": req.view}
@@ -189,5 +223,5 @@ def run_hybrid(req: HybridJob, ctx: JobContext) -> dict[str, Any]:
     low, high = (model.condition(p, None, req.n) for p in req.prompts)
     uncond = model.condition(None, None, req.n)
     guide = guided(req, Hybrid(low, high, uncond, req.kernel_size, req.sigma, scale_of(req)), model.process)
-    generate(ctx, guide, req.n, req.seed, req.steps, req.stride)
+    generate([Part(ctx, req.n, req.seed)], guide, req.steps, req.stride)
     return {"seeds": [req.seed + i for i in range(req.n)]}

@@ -1,16 +1,20 @@
 """The step hook of DESIGN.md: progress, heartbeat and cancel, called once per sampling step or training batch.
 
 Cheap enough for every step: one EXISTS for the cancel flag; progress is written at most every
-`progress_interval_s` (and at the last step), the heartbeat at a third of its time-to-live.
+`progress_interval_s` (and at the last step), the heartbeat at a third of its time-to-live. A batch of jobs run as
+one loop (worker/batching.py) has one `BatchHook` over the jobs' own hooks: one round trip for every cancel flag.
 """
 
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq.job import Job as RQJob
 
 from service import keys
+from service.job_state import iso
 from service.settings import Settings
 from worker import context
 from worker.errors import JobCanceled, WorkerStopping
@@ -24,6 +28,7 @@ class StepHook:
         self.heartbeat_every = settings.heartbeat_ttl_s / 3
         self._last_progress = 0.0
         self._last_heartbeat = time.monotonic()
+        self.canceled = False  # ended as canceled (in a batch, while its batch-mates go on)
 
     def check_cancel(self) -> None:
         """Raises where the job must stop now: its worker is stopping, or the caller canceled it."""
@@ -45,10 +50,18 @@ class StepHook:
         self.job.save_meta()
         self.conn.publish(keys.EVENTS_CHANNEL, self.job.id)
 
+    def end_canceled(self) -> None:
+        self.canceled = True
+        self.save_meta(outcome="canceled", finished_at=iso(datetime.now(UTC)))
+
     def __call__(self, stage: str, step: int, total: int, **extra: float | int | None) -> None:
         """`extra`: more fields of the job's progress (training: epoch, loss, images_per_second, eta_seconds)."""
         self.check_cancel()
         self.keep_alive()
+        self.report(stage, step, total, **extra)
+
+    def report(self, stage: str, step: int, total: int, **extra: float | int | None) -> None:
+        """Writes the job's progress, if due."""
         now = time.monotonic()
         if step >= total or now - self._last_progress >= self.progress_every:
             progress = {
@@ -60,3 +73,32 @@ class StepHook:
             }
             self.save_meta(progress=progress)
             self._last_progress = now
+
+
+Progress = Callable[[str, int, int], None]  # (stage, step, total): a StepHook, or a BatchHook for a whole batch
+
+
+class BatchHook:
+    """The step hook of jobs run as one loop. A canceled job ends at once (its rows run on to the end of the loop,
+    unsaved) and the others go on; the loop stops when none is left."""
+
+    def __init__(self, hooks: list[StepHook]) -> None:
+        self.hooks = hooks
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        if context.stopping.is_set():
+            raise WorkerStopping
+        live = [hook for hook in self.hooks if not hook.canceled]
+        with live[0].conn.pipeline(transaction=False) as pipe:
+            for hook in live:
+                pipe.exists(keys.cancel_flag(hook.job.id))
+            flags = pipe.execute()
+        for hook, flag in zip(live, flags, strict=True):
+            if flag:
+                hook.end_canceled()
+        live = [hook for hook in live if not hook.canceled]
+        if not live:
+            raise JobCanceled
+        self.hooks[0].keep_alive()  # the worker's heartbeat covers every job of the batch
+        for hook in live:
+            hook.report(stage, step, total)

@@ -4,9 +4,9 @@ Handled on purpose (DESIGN.md, "Known RQ traps"): the heartbeat is refreshed fro
 time-to-live, so a dead worker's job is found within a minute and a live one's never; Redis going away makes the
 process reconnect with backoff instead of exiting. SIGTERM is RQ's warm shutdown (the job in hand finishes, then the
 worker exits); a second SIGTERM stops the job at its next step and puts it back at the front of its queue.
+A `sample` job takes the compatible jobs queued behind it along, and they run as one loop (worker/batching.py).
 """
 
-import importlib
 import logging
 import time
 from datetime import timedelta
@@ -14,20 +14,25 @@ from types import FrameType
 from typing import Any
 
 import redis
+import torch
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from service.admission import TRAIN_QUEUE
 from service.images import guard_decoder
 from service.redis_conn import sync_client
 from service.settings import Settings
 from worker import context
 from worker.allocator import tune_malloc
+from worker.batching import claim_batch
 from worker.gpu import limit_memory
 from worker.model_cache import get_cache
+from worker.tasks import run_batch
 
 log = logging.getLogger(__name__)
 WORKER_TTL_S = 60  # the worker's own key; also bounds how long a blocking dequeue may wait on a frozen Redis
@@ -35,6 +40,7 @@ WORKER_TTL_S = 60  # the worker's own key; also bounds how long a blocking deque
 
 class DiffusionWorker(SimpleWorker):
     heartbeat_ttl_s = 30
+    settings: Settings  # set by make_worker
 
     def get_heartbeat_ttl(self, job: RQJob, working_time: float = 0.0) -> int:
         return self.heartbeat_ttl_s
@@ -58,10 +64,55 @@ class DiffusionWorker(SimpleWorker):
         )
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
+        batch = self.claim(job, queue)
+        if batch:
+            self.execute_batch([job, *batch], queue)
+            return
         execution = self.prepare_execution(job)
         token = context.heartbeat.set(lambda: self.maintain_heartbeats(job, execution))
         try:
             self.perform_job(job, queue, execution)
+        finally:
+            context.heartbeat.reset(token)
+        self.set_state(WorkerStatus.IDLE)
+
+    def claim(self, job: RQJob, queue: Queue) -> list[RQJob]:
+        """The queued jobs to run with `job` as one batch (worker/batching.py); none if batching is off."""
+        settings = self.settings
+        shipped = get_cache().specs
+        wait_s = settings.batch_wait_ms / 1000
+        try:
+            return claim_batch(self.connection, queue, job, shipped, settings.batch_max_jobs, settings.max_n, wait_s)
+        except redis.RedisError:
+            log.exception("job=%s: claiming jobs to batch with failed; it runs alone", job.id)
+            return []
+
+    def execute_batch(self, jobs: list[RQJob], queue: Queue) -> None:
+        """RQ's `perform_job` for jobs run as one loop: each is registered as started, kept alive and finalised
+        (succeeded, or failed and retried) as RQ does it for one."""
+        log.info("batch of %d jobs: %s", len(jobs), " ".join(job.id for job in jobs))
+        executions = [self.prepare_execution(job) for job in jobs]
+
+        def beat() -> None:
+            for job, execution in zip(jobs, executions, strict=True):
+                self.maintain_heartbeats(job, execution)
+
+        token = context.heartbeat.set(beat)
+        try:
+            for job in jobs:
+                self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+                job.started_at = now()
+            timeout = max(job.timeout or self.queue_class.DEFAULT_TIMEOUT for job in jobs)
+            try:
+                with self.death_penalty_class(timeout, JobTimeoutException, job_id=jobs[0].id):
+                    failures = run_batch(jobs)
+            except BaseException as exc:  # a job timeout, or a fault outside any one job
+                failures = [exc] * len(jobs)
+            for job, execution, failure in zip(jobs, executions, failures, strict=True):
+                if failure is None:
+                    self._finalize_success(job, queue, execution, None)
+                else:
+                    self._finalize_failure(job, queue, execution, (type(failure), failure, failure.__traceback__))
         finally:
             context.heartbeat.reset(token)
         self.set_state(WorkerStatus.IDLE)
@@ -73,6 +124,7 @@ def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs
         [queue], connection=conn, serializer=JSONSerializer, worker_ttl=WORKER_TTL_S, maintenance_interval=30, **kwargs
     )
     worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
+    worker.settings = settings
     return worker
 
 
@@ -81,7 +133,8 @@ def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
     log.info("glibc malloc thresholds raised: %s", tune_malloc())
     guard_decoder(settings.image_limits)
     limit_memory(settings.cuda_memory_fraction)
-    importlib.import_module("worker.tasks")  # torch and the models load now, not in the first job
+    if queue_name != TRAIN_QUEUE:  # training keeps torch's threads: its batches are large
+        torch.set_num_threads(settings.inference_threads)
 
     backoff = 1.0
     worker: DiffusionWorker | None = None

@@ -3,28 +3,33 @@
 Ends a job itself (no retry) when the caller canceled it, its input cannot be used, its model does not load here, or
 its training diverged;
 re-raises anything else, so RQ retries it a bounded number of times (a cause that may pass: a lost worker, CUDA out
-of memory). A retried `train` job goes on from its last saved epoch.
+of memory). A retried `train` job goes on from its last saved epoch. `run_batch` runs `sample` jobs claimed together
+as one loop, each ending as it would alone.
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
 from pydantic import ValidationError
 from rq import get_current_job
+from rq.job import Job as RQJob
 
 from models.training import TrainingDiverged
 from service.job_state import iso
-from service.schemas.jobs import Schedule, TrainJob, parse_job
-from service.settings import get_settings
-from service.store import make_store
+from service.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
+from service.settings import Settings, get_settings
+from service.store import ArtifactStore, make_store
 from worker.dispatch import run_kind
 from worker.errors import InputError, JobCanceled, ModelUnavailable, ModelUnreadable, WorkerStopping
+from worker.generate import run_samples
 from worker.gpu import measured
-from worker.hook import StepHook
+from worker.hook import BatchHook, StepHook
 from worker.kinds import JobContext
-from worker.model_cache import get_cache
+from worker.model_cache import Servable, get_cache
 from worker.outputs import Outputs
 from worker.train import run_train
 
@@ -35,32 +40,24 @@ def _now() -> str | None:
     return iso(datetime.now(UTC))
 
 
-def run_job(params: dict[str, Any]) -> None:
-    job = get_current_job()
-    assert job is not None, "run_job runs inside an RQ worker"
-    if job.meta.get("outcome"):  # it ended already: a run taken for abandoned that finished after all
+def begin(job: RQJob, settings: Settings) -> tuple[StepHook, int] | None:
+    """The job's hook and attempt number, recorded as started; None when the job ended already (a run taken for
+    abandoned that finished after all)."""
+    if job.meta.get("outcome"):
         log.warning("job=%s ended %s already; not run again", job.id, job.meta["outcome"])
-        return
-    settings = get_settings()
+        return None
     hook = StepHook(job, job.connection, settings)
     attempt = int(job.meta.get("attempts", 0)) + 1
     hook.save_meta(attempts=attempt, started_at=_now(), progress=None, error=None)
-    log.info("job=%s attempt=%d %s on %s", job.id, attempt, params.get("kind"), params.get("model"))
+    log.info("job=%s attempt=%d %s on %s", job.id, attempt, job.args[0].get("kind"), job.args[0].get("model"))
+    return hook, attempt
+
+
+@contextmanager
+def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
+    """Records how the job's work inside ended; swallows the endings that are final, re-raises the others for RQ."""
     try:
-        hook.check_cancel()
-        req = parse_job(params)
-        store = make_store(settings, job.connection)
-        if isinstance(req, TrainJob):
-            result = run_train(req, job, store, hook, settings)
-        else:
-            model = get_cache().load(req.model, str(job.meta.get("owner")), job.connection, store)
-            if isinstance(req, Schedule) and req.clip_denoised:
-                model = model.clipped()
-            ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
-            with measured(model.device) as gpu_memory, torch.inference_mode():
-                result = run_kind(req, ctx)
-            if gpu_memory:
-                result["gpu_memory"] = gpu_memory
+        yield
     except WorkerStopping:
         log.warning("job=%s attempt=%d stopped with its worker; queued again", job.id, attempt)
         job.retries_left = (job.retries_left or 0) + 1  # RQ's retry path requeues it; the stop costs no attempt
@@ -68,22 +65,18 @@ def run_job(params: dict[str, Any]) -> None:
         raise
     except JobCanceled:
         log.info("job=%s canceled", job.id)
-        hook.save_meta(outcome="canceled", finished_at=_now())
-        return
+        hook.end_canceled()
     except TrainingDiverged as exc:
         log.info("job=%s diverged: %s", job.id, exc)
         error = {"type": "training_diverged", "message": str(exc)}
         hook.save_meta(outcome="failed", error=error, finished_at=_now())
-        return
     except (InputError, ValidationError) as exc:
         log.info("job=%s failed on its input: %s", job.id, exc)
         error = {"type": "invalid_input", "message": str(exc).splitlines()[0]}
         hook.save_meta(outcome="failed", error=error, finished_at=_now())
-        return
     except ModelUnavailable as exc:
         log.info("job=%s: %s", job.id, exc)
         hook.save_meta(outcome="failed", error={"type": "model_unavailable", "message": str(exc)}, finished_at=_now())
-        return
     except torch.cuda.OutOfMemoryError as exc:
         log.exception("job=%s attempt=%d: CUDA out of memory", job.id, attempt)
         torch.cuda.empty_cache()  # what the failed job held goes back before the next one
@@ -98,5 +91,82 @@ def run_job(params: dict[str, Any]) -> None:
         log.exception("job=%s attempt=%d raised", job.id, attempt)
         hook.save_meta(error={"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:300]})
         raise
+
+
+def succeeded(job: RQJob, hook: StepHook, result: dict[str, Any]) -> None:
     hook.save_meta(outcome="succeeded", result=result, finished_at=_now())
     log.info("job=%s succeeded", job.id)
+
+
+def load_model(req: JobBase, job: RQJob, store: ArtifactStore) -> Servable:
+    model = get_cache().load(req.model, str(job.meta.get("owner")), job.connection, store)
+    return model.clipped() if isinstance(req, Schedule) and req.clip_denoised else model
+
+
+def run_job(params: dict[str, Any]) -> None:
+    job = get_current_job()
+    assert job is not None, "run_job runs inside an RQ worker"
+    settings = get_settings()
+    begun = begin(job, settings)
+    if begun is None:
+        return
+    hook, attempt = begun
+    with recorded(job, hook, attempt):
+        hook.check_cancel()
+        req = parse_job(params)
+        store = make_store(settings, job.connection)
+        if isinstance(req, TrainJob):
+            result = run_train(req, job, store, hook, settings)
+        else:
+            model = load_model(req, job, store)
+            ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
+            with measured(model.device) as gpu_memory, torch.inference_mode():
+                result = run_kind(req, ctx)
+            if gpu_memory:
+                result["gpu_memory"] = gpu_memory
+        succeeded(job, hook, result)
+
+
+def run_batch(jobs: list[RQJob]) -> list[BaseException | None]:
+    """`sample` jobs claimed together (worker/batching.py) run as one loop; each ends as it would alone. Returns,
+    per job, what RQ must treat as the job's failure (a retry), or None."""
+    settings = get_settings()
+    failures: dict[str, BaseException] = {}
+    members: list[tuple[RQJob, StepHook, int, SampleJob]] = []
+    for job in jobs:
+        begun = begin(job, settings)
+        if begun is None:
+            continue
+        hook, attempt = begun
+        try:
+            with recorded(job, hook, attempt):
+                hook.check_cancel()
+                req = parse_job(job.args[0])
+                assert isinstance(req, SampleJob), "only sample jobs are batched"
+                members.append((job, *begun, req))
+        except BaseException as exc:  # RQ retries it, as it would the job alone
+            failures[job.id] = exc
+    if members:
+        try:
+            store = make_store(settings, jobs[0].connection)
+            model = load_model(members[0][3], members[0][0], store)
+            batch = [
+                (req, JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s)))
+                for job, hook, _, req in members
+            ]
+            with measured(model.device) as gpu_memory, torch.inference_mode():
+                results = run_samples(batch, BatchHook([hook for _, hook, _, _ in members]))
+        except BaseException as exc:  # each job records it as its own
+            for job, hook, attempt, _ in members:
+                if hook.canceled:
+                    continue
+                try:
+                    with recorded(job, hook, attempt):
+                        raise exc
+                except BaseException as own:
+                    failures[job.id] = own
+        else:
+            for (job, hook, _, _), result in zip(members, results, strict=True):
+                if not hook.canceled:
+                    succeeded(job, hook, {**result, **({"gpu_memory": gpu_memory} if gpu_memory else {})})
+    return [failures.get(job.id) for job in jobs]

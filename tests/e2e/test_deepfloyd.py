@@ -18,9 +18,11 @@ import redis
 from tests.helpers import (
     Stack,
     artifact,
+    assert_same_pixels,
     b64,
     client_for,
     decode,
+    finish,
     names,
     png,
     running_stack,
@@ -105,6 +107,25 @@ def test_sample_with_cfg_is_deterministic_and_shows_progress(client):
     assert artifact(client, job, "image_0.png") != artifact(client, other, "image_0.png")
     alone = succeeded(submit(client, {**body, "n": 1, "seed": 4, "frames": False}))
     assert artifact(client, job, "image_1.png") == artifact(client, alone, "image_0.png")  # per-sample generators
+
+
+def test_queued_sample_jobs_on_other_prompts_run_as_one_batch_with_their_own_pixels(client):
+    busy = submit(client, {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "seed": 1, "upsample": True}, 0)
+    bodies = [
+        {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "seed": 20},
+        {"kind": "sample", "model": MODEL, "prompt": SKULL, "n": 2, "seed": 30},
+    ]
+    queued = [submit(client, body, wait=0).json()["id"] for body in bodies]  # behind the job in hand
+    assert busy.status_code == 202
+    jobs = [finish(client, job_id, 120) for job_id in queued]
+    for job in jobs:
+        assert job["status"] == "succeeded" and job["result"]["batch"] == {"jobs": 2, "images": 3}
+    assert "batch" not in finish(client, busy.json()["id"], 120)["result"]  # stage II: never batched
+    for body, job in zip(bodies, jobs, strict=True):
+        alone = succeeded(submit(client, body))
+        assert "batch" not in alone["result"] and names(alone) == names(job)
+        for name in names(job):
+            assert_same_pixels(artifact(client, job, name), artifact(client, alone, name))
 
 
 def test_noise_and_the_three_denoisers(client):
