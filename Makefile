@@ -36,7 +36,7 @@ types: $(STAMP)
 check: lint types test
 
 bench: $(STAMP)
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
