@@ -100,8 +100,7 @@ def throughput_curve(model_id: str, steps: int, sizes: list[int]) -> list[tuple[
     """Images per second of `steps` CFG steps over B images, in this process, as the worker runs them."""
     import torch
 
-    from models.guidance import CFG
-    from models.sampling import generators, sample_loop, start
+    from bench.sampling import service_sample
     from service.settings import get_settings
     from worker.allocator import tune_malloc
     from worker.model_cache import ModelCache
@@ -113,19 +112,14 @@ def throughput_curve(model_id: str, steps: int, sizes: list[int]) -> list[tuple[
     model = ModelCache(settings).load(model_id)
     times = model.process.times(steps, None)
     spec = model.spec
+    shape = (spec.channels, spec.image_size, spec.image_size)
     rows = []
     for size in [sizes[0], *sizes]:  # the first size twice: its first run warms up
-        gens = generators(0, size)
-        x = start(model.process, times, 0, gens, torch.empty(size, spec.channels, spec.image_size, spec.image_size))
-        labels = torch.arange(size) % 10
-        guide = CFG(torch.cat([model.condition(None, int(c), 1) for c in labels]), model.condition(None, None, size), 5)
-        with torch.inference_mode():
-            began = time.perf_counter()
-            sample_loop(model.process, model.predict, guide, x.to(model.device), times, gens)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - began
-        rows.append((size, size / seconds))
+        began = time.perf_counter()
+        service_sample(model.predict, model.process, times, torch.arange(size) % 10, 0, shape, device=model.device)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        rows.append((size, size / (time.perf_counter() - began)))
     return rows[1:]
 
 

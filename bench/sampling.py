@@ -98,13 +98,14 @@ def service_sample(
     scale: float = GUIDANCE,
     bf16: bool = False,
     on_step: OnStep | None = None,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The worker's `sample` job: CFG samples of the classes `cond` (B,), sample i seeded seed + i; float32 out."""
     n = len(cond)
     gens = generators(seed, n)
-    guide = CFG(cond, labels(None, n), scale)
+    guide = CFG(cond.to(device), labels(None, n, device), scale)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        x = start(process, times, 0, gens, torch.empty(n, *shape))
+        x = start(process, times, 0, gens, torch.empty(n, *shape, device=device))
         out = sample_loop(process, predict, guide, x, times, gens, on_step=on_step)
     return out.float().contiguous()
 

@@ -4,7 +4,7 @@ The worker writes `meta.outcome` when it ends a job itself (succeeded, a caller'
 status covers the rest: queued, running, retried after a lost worker, failed after the last attempt.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rq.job import Job as RQJob
@@ -25,6 +25,11 @@ def iso(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def now_iso() -> str:
+    """The time now, as jobs record it."""
+    return str(iso(datetime.now(UTC)))
 
 
 def status_and_error(job: RQJob) -> tuple[str, JobError | None]:

@@ -12,7 +12,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import cast
 
 import redis
@@ -23,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from service import keys
 from service.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from service.job_state import iso, status_and_error
+from service.job_state import now_iso, status_and_error
 from service.schemas.jobs import JobBase
 from service.schemas.responses import TERMINAL
 from service.settings import Settings
@@ -161,7 +160,7 @@ class JobRepo:
         self.conn.set(keys.cancel_flag(job_id), 1, ex=self.settings.artifact_ttl_s)
         if status == "queued":
             job.cancel()
-            job.meta["finished_at"] = iso(datetime.now(UTC))
+            job.meta["finished_at"] = now_iso()
             job.save_meta()
         self.conn.publish(keys.EVENTS_CHANNEL, job_id)
         return self.fetch(owner, job_id)

@@ -94,9 +94,9 @@ class Stack:
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
-        return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT)
 
     def start_api(self) -> None:
         port = free_port()
@@ -105,8 +105,9 @@ class Stack:
         self.api = self._spawn("api", cli("api"))
         wait_until(lambda: _answers(self.url + "/healthz"), 20, "the API to start")
 
-    def start_worker(self, queue: str = "mnist", *args: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn(f"worker-{len(self.workers)}", cli("worker", "--queue", queue, *args))
+    def start_worker(self, queue: str = "mnist", *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A worker on `queue`; `env`: settings of this worker only."""
+        proc = self._spawn(f"worker-{len(self.workers)}", cli("worker", "--queue", queue, *args), **env)
         self.workers.append(proc)
         return proc
 

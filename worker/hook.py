@@ -7,14 +7,13 @@ one loop (worker/batching.py) has one `BatchHook` over the jobs' own hooks: one 
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq.job import Job as RQJob
 
 from service import keys
-from service.job_state import iso
+from service.job_state import now_iso
 from service.settings import Settings
 from worker import context
 from worker.errors import JobCanceled, WorkerStopping
@@ -50,9 +49,10 @@ class StepHook:
         self.job.save_meta()
         self.conn.publish(keys.EVENTS_CHANNEL, self.job.id)
 
-    def end_canceled(self) -> None:
-        self.canceled = True
-        self.save_meta(outcome="canceled", finished_at=iso(datetime.now(UTC)))
+    def end(self, outcome: str, **fields: Any) -> None:
+        """Records how the job ended (succeeded, failed, canceled), with `fields` (result, error)."""
+        self.canceled = outcome == "canceled"
+        self.save_meta(outcome=outcome, finished_at=now_iso(), **fields)
 
     def __call__(self, stage: str, step: int, total: int, **extra: float | int | None) -> None:
         """`extra`: more fields of the job's progress (training: epoch, loss, images_per_second, eta_seconds)."""
@@ -95,7 +95,7 @@ class BatchHook:
             flags = pipe.execute()
         for hook, flag in zip(live, flags, strict=True):
             if flag:
-                hook.end_canceled()
+                hook.end("canceled")
         live = [hook for hook in live if not hook.canceled]
         if not live:
             raise JobCanceled

@@ -10,7 +10,6 @@ as one loop, each ending as it would alone.
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from rq import get_current_job
 from rq.job import Job as RQJob
 
 from models.training import TrainingDiverged
-from service.job_state import iso
+from service.job_state import now_iso
 from service.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore, make_store
@@ -36,10 +35,6 @@ from worker.train import run_train
 log = logging.getLogger(__name__)
 
 
-def _now() -> str | None:
-    return iso(datetime.now(UTC))
-
-
 def begin(job: RQJob, settings: Settings) -> tuple[StepHook, int] | None:
     """The job's hook and attempt number, recorded as started; None when the job ended already (a run taken for
     abandoned that finished after all)."""
@@ -48,7 +43,7 @@ def begin(job: RQJob, settings: Settings) -> tuple[StepHook, int] | None:
         return None
     hook = StepHook(job, job.connection, settings)
     attempt = int(job.meta.get("attempts", 0)) + 1
-    hook.save_meta(attempts=attempt, started_at=_now(), progress=None, error=None)
+    hook.save_meta(attempts=attempt, started_at=now_iso(), progress=None, error=None)
     log.info("job=%s attempt=%d %s on %s", job.id, attempt, job.args[0].get("kind"), job.args[0].get("model"))
     return hook, attempt
 
@@ -65,18 +60,18 @@ def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
         raise
     except JobCanceled:
         log.info("job=%s canceled", job.id)
-        hook.end_canceled()
+        hook.end("canceled")
     except TrainingDiverged as exc:
         log.info("job=%s diverged: %s", job.id, exc)
         error = {"type": "training_diverged", "message": str(exc)}
-        hook.save_meta(outcome="failed", error=error, finished_at=_now())
+        hook.end("failed", error=error)
     except (InputError, ValidationError) as exc:
         log.info("job=%s failed on its input: %s", job.id, exc)
         error = {"type": "invalid_input", "message": str(exc).splitlines()[0]}
-        hook.save_meta(outcome="failed", error=error, finished_at=_now())
+        hook.end("failed", error=error)
     except ModelUnavailable as exc:
         log.info("job=%s: %s", job.id, exc)
-        hook.save_meta(outcome="failed", error={"type": "model_unavailable", "message": str(exc)}, finished_at=_now())
+        hook.end("failed", error={"type": "model_unavailable", "message": str(exc)})
     except torch.cuda.OutOfMemoryError as exc:
         log.exception("job=%s attempt=%d: CUDA out of memory", job.id, attempt)
         torch.cuda.empty_cache()  # what the failed job held goes back before the next one
@@ -94,13 +89,17 @@ def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
 
 
 def succeeded(job: RQJob, hook: StepHook, result: dict[str, Any]) -> None:
-    hook.save_meta(outcome="succeeded", result=result, finished_at=_now())
+    hook.end("succeeded", result=result)
     log.info("job=%s succeeded", job.id)
 
 
 def load_model(req: JobBase, job: RQJob, store: ArtifactStore) -> Servable:
     model = get_cache().load(req.model, str(job.meta.get("owner")), job.connection, store)
     return model.clipped() if isinstance(req, Schedule) and req.clip_denoised else model
+
+
+def job_context(job: RQJob, hook: StepHook, model: Servable, store: ArtifactStore, settings: Settings) -> JobContext:
+    return JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
 
 
 def run_job(params: dict[str, Any]) -> None:
@@ -119,7 +118,7 @@ def run_job(params: dict[str, Any]) -> None:
             result = run_train(req, job, store, hook, settings)
         else:
             model = load_model(req, job, store)
-            ctx = JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
+            ctx = job_context(job, hook, model, store, settings)
             with measured(model.device) as gpu_memory, torch.inference_mode():
                 result = run_kind(req, ctx)
             if gpu_memory:
@@ -150,10 +149,7 @@ def run_batch(jobs: list[RQJob]) -> list[BaseException | None]:
         try:
             store = make_store(settings, jobs[0].connection)
             model = load_model(members[0][3], members[0][0], store)
-            batch = [
-                (req, JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s)))
-                for job, hook, _, req in members
-            ]
+            batch = [(req, job_context(job, hook, model, store, settings)) for job, hook, _, req in members]
             with measured(model.device) as gpu_memory, torch.inference_mode():
                 results = run_samples(batch, BatchHook([hook for _, hook, _, _ in members]))
         except BaseException as exc:  # each job records it as its own

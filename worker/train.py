@@ -8,7 +8,6 @@ diverges, or when its dataset cannot be used; its name is then free again.
 """
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ from rq.job import Job as RQJob
 from models.datasets import DatasetError
 from models.training import TrainingDiverged
 from service import keys
-from service.job_state import iso
+from service.job_state import now_iso
 from service.registry import CHECKPOINT_FILES, Registry, schedule_of
 from service.schemas.jobs import TrainJob
 from service.settings import Settings
@@ -111,7 +110,7 @@ def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dic
             k: s[k]
             for k in ("final_loss", "epoch_losses", "images_per_second", "epochs", "steps", "num_parameters", "quality")
         },
-        "created_at": iso(datetime.now(UTC)),
+        "created_at": now_iso(),
     }
 
 

@@ -35,11 +35,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @contextmanager
 def worker(stack: Stack, **env: str) -> Iterator[None]:
-    saved = dict(stack.env)
-    stack.env.update(env)
-    proc = stack.start_worker()
-    stack.env.clear()
-    stack.env.update(saved)
+    proc = stack.start_worker(**env)
     try:
         yield
     finally:
