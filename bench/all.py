@@ -49,6 +49,12 @@ BENCHES = (
         180,
     ),
     Bench(
+        "api_requests",
+        "what one request costs the API process: thread-pool hops and CPU per POST, in-process",
+        ("bench/api_requests.py", "--requests", "1000"),
+        60,
+    ),
+    Bench(
         "batching",
         "cross-job batching: 32 concurrent n = 1 `sample` jobs on mnist-ddpm, batching on against off; a lone job",
         ("bench/batching.py",),

@@ -65,7 +65,7 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 TARGET_OVERHEAD_P50_MS = 15.0
 TARGET_OVERHEAD_P99_MS = 60.0
 TARGET_SUBMIT_RATE = 500.0
-SERVER_LOG_LEVELS = (" WARNING ", " ERROR ", " CRITICAL ")
+SERVER_LOG_LEVEL = re.compile(r'( |"level": ")(WARNING|ERROR|CRITICAL)( |")')  # a text line's level, or a JSON line's
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")  # a traceback's last line
 
 
@@ -229,7 +229,7 @@ def server_problems(stack: Stack) -> list[str]:
     if not stack.log_path.exists():
         return []
     lines = stack.log_path.read_text(errors="replace").splitlines()
-    return [line for line in lines if any(level in line for level in SERVER_LOG_LEVELS) or EXCEPTION_LINE.match(line)]
+    return [line for line in lines if SERVER_LOG_LEVEL.search(line) or EXCEPTION_LINE.match(line)]
 
 
 @contextlib.contextmanager

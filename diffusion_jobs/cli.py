@@ -3,13 +3,12 @@ the service). Heavy imports happen per command, so the API's container needs no 
 
 import argparse
 import ipaddress
-import logging
+import logging.config
 import os
 import sys
 
+from service.logs import log_config
 from service.settings import get_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def is_loopback(host: str) -> bool:
@@ -37,6 +36,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.api_workers,
         log_level=settings.log_level.lower(),
+        log_config=log_config(settings.log_format, settings.log_level),  # in each API process, uvicorn's lines too
         access_log=False,
     )
     return 0
@@ -97,12 +97,16 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model as a `train` job would, into a folder, without the service")
     add_arguments(t)
     t.set_defaults(func=cmd_train)
+    from diffusion_jobs.client_cli import add_commands
+
+    add_commands(sub)  # submit, jobs, cancel, models: a client of a running service
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format=LOG_FORMAT)
+    settings = get_settings()
+    logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
     result: int = args.func(args)
     return result
 

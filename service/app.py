@@ -17,16 +17,19 @@ from service import errors
 from service.admission import TRAIN_QUEUE
 from service.auth import KeyRing
 from service.catalog import builtin_models
+from service.docs import add_docs
 from service.events import JobEvents
 from service.images import guard_decoder
 from service.jobs import JobRepo
 from service.limits import BodyLimit
+from service.logs import JobIdMiddleware
 from service.rate_limit import RateLimits
 from service.reaper import run_reaper
 from service.redis_conn import out_of_memory, sync_client
-from service.routes import health, jobs, models, uploads
+from service.routes import events, health, jobs, metrics, models, playground, uploads
 from service.settings import Settings, get_settings
 from service.store import make_store
+from service.webhook_delivery import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(app.state.events.run()),
             asyncio.create_task(run_reaper(conn, settings, queues)),
+            asyncio.create_task(Deliverer(conn, settings).run()),  # webhooks (service/webhook_delivery.py)
         ]
         yield
         for task in tasks:
@@ -143,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description="A REST inference service with a job queue for diffusion models.",
+        docs_url=None,  # served offline by service/docs.py
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.conn = conn
@@ -152,8 +158,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = known_models
     app.state.keyring = KeyRing(settings.key_list)
     app.state.rate_limits = RateLimits(conn, settings.rate_limit_writes, settings.rate_limit_reads)
-    for router in (jobs.router, uploads.router, models.router, health.router):
+    for router in (jobs.router, events.router, uploads.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    playground.install(app)
+    add_docs(app)
     app.add_exception_handler(errors.ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
@@ -162,4 +170,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(redis.ResponseError, on_redis_reply)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(JobIdMiddleware)  # outermost: every line about a job carries its id
     return app

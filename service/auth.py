@@ -8,6 +8,7 @@ import hashlib
 import hmac
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from service.errors import Unauthorized
 
@@ -37,11 +38,11 @@ class KeyRing:
         return presented[:32]
 
 
-def owner_of(request: Request) -> str:
+async def owner_of(request: Request) -> str:
     """The caller, authenticated and counted against its key's request rate (with no keys configured the server is
-    on loopback, one user's, and not rate limited)."""
+    on loopback, one user's, and not rate limited). Only the rate's Redis call goes to the thread pool."""
     ring: KeyRing = request.app.state.keyring
     owner = ring.owner(request.headers.get("authorization"))
     if owner != ANONYMOUS:
-        request.app.state.rate_limits.check(owner, request.method)
+        await run_in_threadpool(request.app.state.rate_limits.check, owner, request.method)
     return owner

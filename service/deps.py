@@ -1,4 +1,7 @@
-"""Typed dependencies of the routes (full-stack-fastapi-template style)."""
+"""Typed dependencies of the routes (full-stack-fastapi-template style).
+
+Each is `async def`: FastAPI runs a plain `def` dependency in its thread pool, a hop that cost more CPU than the
+whole submission's own work (BENCHMARKS.md, "Queue and API"); these only read the app's state."""
 
 from typing import Annotated
 
@@ -13,32 +16,32 @@ from service.settings import Settings
 from service.store import ArtifactStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_conn(request: Request) -> redis.Redis:
+async def get_conn(request: Request) -> redis.Redis:
     conn: redis.Redis = request.app.state.conn
     return conn
 
 
-def get_repo(request: Request) -> JobRepo:
+async def get_repo(request: Request) -> JobRepo:
     repo: JobRepo = request.app.state.repo
     return repo
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.store
     return store
 
 
-def get_events(request: Request) -> JobEvents:
+async def get_events(request: Request) -> JobEvents:
     events: JobEvents = request.app.state.events
     return events
 
 
-def get_models(request: Request) -> dict[str, ModelSpec]:
+async def get_models(request: Request) -> dict[str, ModelSpec]:
     models: dict[str, ModelSpec] = request.app.state.models
     return models
 

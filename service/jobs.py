@@ -7,6 +7,7 @@ the service adds: the owner, progress, artifacts, result, error, outcome. One re
 import base64
 import hashlib
 import json
+import logging
 import math
 import secrets
 import time
@@ -23,10 +24,13 @@ from rq.serializers import JSONSerializer
 from service import keys
 from service.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from service.job_state import now_iso, status_and_error
+from service.metrics import count_ended_here
 from service.schemas.jobs import JobBase
 from service.schemas.responses import TERMINAL
 from service.settings import Settings
+from service.webhooks import announce
 
+log = logging.getLogger(__name__)
 TASK = "worker.tasks.run_job"
 JOB_TIMEOUT_S = {"noise": 600, "denoise": 1800, "train": 7 * 24 * 3600}
 DEFAULT_TIMEOUT_S = 3600
@@ -97,17 +101,17 @@ class JobRepo:
         return self._enqueue(owner, req, queue, job_id), True
 
     def _enqueue(self, owner: str, req: JobBase, queue_name: str, job_id: str) -> RQJob:
+        """Queues the job in one round trip: the job, its queue entry, the owner's list and the queue's length after
+        it, in one transaction. Past `max_queue_depth` the job is taken back out (a rare, second trip), so the limit
+        costs a submission no LLEN of its own."""
         queue = self.queue(queue_name)
-        depth = queue.count
-        if depth >= self.settings.max_queue_depth:
-            raise Unavailable(f"The {queue_name} queue is full; retry later.", retry_after=10)
         if req.seed is None:
             req.seed = secrets.randbits(31)
         params = req.model_dump(mode="json", exclude_none=True)
         kind = params["kind"]
         ttl = self.settings.artifact_ttl_s
         now = time.time()
-        with self.conn.pipeline() as pipe:  # the job, its queue entry and the owner's list: one round trip
+        with self.conn.pipeline() as pipe:
             job = queue.enqueue_call(
                 TASK,
                 args=[params],
@@ -122,9 +126,22 @@ class JobRepo:
             )
             pipe.zadd(keys.owner_jobs(owner), {job_id: now})
             pipe.zremrangebyscore(keys.owner_jobs(owner), 0, now - ttl)
-            pipe.execute()
-        job.meta["position_hint"] = depth + 1  # not saved: the new job's place, without an O(n) LPOS
+            pipe.llen(queue.key)
+            depth = int(pipe.execute()[-1])
+        if depth > self.settings.max_queue_depth and self._take_back(queue, owner, job_id):
+            raise Unavailable(f"The {queue_name} queue is full; retry later.", retry_after=10)
+        job.meta["position_hint"] = depth  # not saved: the new job's place, without an O(n) LPOS
         return job
+
+    def _take_back(self, queue: Queue, owner: str, job_id: str) -> bool:
+        """Removes a job just queued past the limit; False when a worker has dequeued it already (it then stays)."""
+        if not self.conn.lrem(queue.key, 1, job_id):
+            return False
+        with self.conn.pipeline() as pipe:
+            pipe.delete(RQJob.key_for(job_id))
+            pipe.zrem(keys.owner_jobs(owner), job_id)
+            pipe.execute()
+        return True
 
     def find(
         self, owner: str, status: str | None, kind: str | None, limit: int, cursor: str | None
@@ -157,11 +174,14 @@ class JobRepo:
         status, _ = status_and_error(job)
         if status in TERMINAL:
             return job
+        log.info("job=%s cancel requested while %s", job_id, status)
         self.conn.set(keys.cancel_flag(job_id), 1, ex=self.settings.artifact_ttl_s)
         if status == "queued":
             job.cancel()
             job.meta["finished_at"] = now_iso()
             job.save_meta()
+            announce(self.conn, job, "completed")
+            count_ended_here(self.conn, [job], "canceled")
         self.conn.publish(keys.EVENTS_CHANNEL, job_id)
         return self.fetch(owner, job_id)
 

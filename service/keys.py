@@ -3,6 +3,13 @@
 EVENTS_CHANNEL = "dj:events"  # messages are job ids: "look at this job again"
 REAPER_LOCK = "dj:reaper"
 RATE_PREFIX = "dj:rate"  # the `limits` library's per-key counters live under this prefix
+WEBHOOK_OUTBOX = "dj:webhooks:outbox"  # list of new delivery records (JSON), oldest at the right (service/webhooks.py)
+WEBHOOK_PENDING = "dj:webhooks:pending"  # zset of records being tried or waiting for a retry, scored by due time
+# Metrics (service/metrics.py): hashes whose fields pack the labels, tab-separated.
+METRICS_JOBS = "dj:metrics:jobs"  # "kind\tstatus" -> jobs ended
+METRICS_DURATION = "dj:metrics:duration"  # "kind\tmodel\t<bucket bound>|sum" -> jobs in that bucket | seconds
+METRICS_IMAGES = "dj:metrics:images"  # "kind\tmodel" -> images produced
+METRICS_GPU = "dj:metrics:gpu"  # "worker\tallocated|peak" -> bytes at the worker's last job end
 
 
 def owner_jobs(owner: str) -> str:
@@ -11,6 +18,14 @@ def owner_jobs(owner: str) -> str:
 
 def idempotency(owner: str, digest: str) -> str:
     return f"dj:idem:{owner}:{digest}"
+
+
+def preview(job_id: str) -> str:
+    return f"dj:preview:{job_id}"  # hash: the running job's latest preview (worker/preview.py): stage, step, total, png
+
+
+def event_ids(job_id: str) -> str:
+    return f"dj:event-ids:{job_id}"  # hash: the ids of the job's events stream (service/job_stream.py)
 
 
 def cancel_flag(job_id: str) -> str:

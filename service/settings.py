@@ -55,13 +55,23 @@ class Settings(BaseSettings):
     rate_limit_writes: str = "600/minute"  # per key (API.md: 429): POST and DELETE requests
     rate_limit_reads: str = "6000/minute"  # per key: every other request
 
+    # Webhooks (README, "Webhooks").
+    webhook_secret: str | None = None  # the HMAC-SHA256 key of every POST's signature; unset: jobs may not ask one
+    webhook_max_attempts: int = Field(default=6, ge=1, le=100)  # tries of one delivery before it is dropped
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)  # one try's connect-to-response limit
+    webhook_backoff_s: float = Field(default=2.0, gt=0, le=3600)  # the wait before the first retry; doubles each time
+
     # Workers.
     job_retries: int = 2  # attempts after the first, for causes that may pass (worker lost, CUDA OOM)
     heartbeat_ttl_s: int = 30  # a running job whose worker is silent this long is abandoned
     reaper_interval_s: float = 5.0  # how often abandoned jobs are looked for
     progress_interval_s: float = 0.25  # the fastest a job's progress is written to Redis
+    preview_interval_s: float = Field(default=1.0, gt=0)  # the fastest a sampling job's preview PNG is made (a decode)
+    # GET /v1/jobs/{id}/events: a `: keep-alive` comment after this long with nothing else sent (proxies drop idle ones)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
     redis_timeout_s: float = 3.0  # connect and socket timeout; past it the API answers 503
     log_level: str = Field(default="INFO")
+    log_format: Literal["json", "text"] = "json"  # json: one object per line (service/logs.py); text: for a terminal
     cuda_memory_fraction: float | None = Field(default=None, gt=0, le=1)  # a worker's cap on its GPU's memory
     # torch's threads in a sampling worker: on 2 shared cores with passive OpenMP waits, 1 was fastest at every batch
     # size measured (BENCHMARKS.md, "Batching"); a dedicated many-core CPU box may want more.

@@ -90,10 +90,19 @@ def test_dockerfile_defines_api_and_worker_targets() -> None:
 
 
 # What the API's code imports, by the pip name that provides it (starlette comes with fastapi).
-PROVIDED_BY = {"PIL": "pillow", "pydantic_settings": "pydantic-settings", "starlette": "fastapi"}
+PROVIDED_BY = {
+    "PIL": "pillow",
+    "pydantic_settings": "pydantic-settings",
+    "starlette": "fastapi",
+    "prometheus_client": "prometheus-client",
+    "pythonjsonlogger": "python-json-logger",
+    "sse_starlette": "sse-starlette",
+    "httpx_sse": "httpx-sse",
+}
 API_IMPORTS = """
 import ast, sys
 import service.app
+import diffusion_jobs.client_cli  # the api image's `diffusion-jobs` builds the client commands' parsers too
 names = set()
 for name, module in list(sys.modules.items()):
     if name.split(".")[0] in ("service", "models", "diffusion_jobs") and getattr(module, "__file__", None):

@@ -22,7 +22,7 @@ from rq.exceptions import DeserializationError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-PER_JOB = frozenset({"seed", "n", "prompt", "class_label", "frames"})
+PER_JOB = frozenset({"seed", "n", "prompt", "class_label", "frames", "webhook", "webhook_events"})
 SCAN = 128  # queue entries looked at per pass
 POLL_S = 0.005
 

@@ -3,7 +3,7 @@
 Each is a start, a guidance rule and a constraint around `models.sampling.sample_loop` (DESIGN.md).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from service.schemas.jobs import (
 from worker.hook import Progress
 from worker.kinds import JobContext, save_denoised
 from worker.model_cache import Servable
+from worker.preview import Preview
 
 INPAINT_STREAM = 1_000_003  # the known pixels' noise comes from other generators than the samples'
 
@@ -73,16 +74,28 @@ class Part:
 
 
 def reporter(
-    progress: Progress, stage: str, done: int = 0, total: int | None = None, parts: Sequence[Part] = ()
+    progress: Progress,
+    stage: str,
+    done: int = 0,
+    total: int | None = None,
+    parts: Sequence[Part] = (),
+    to_unit: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> OnStep:
-    """Progress (and each part's GIF frames: the first step, every 20th, and the last 8) from the loop's steps."""
+    """Progress, previews and each part's GIF frames (the first step, every 20th, and the last 8) from the loop's
+    steps. Previews need `to_unit` (the model's range to [0, 1]), the parts' own by default; without it, none."""
+    unit = to_unit or (parts[0].ctx.to_unit if parts else None)
+    rows, start = {}, 0
+    for part in parts:
+        rows[part.ctx.hook.job.id] = slice(start, start + part.n)
+        start += part.n
 
     def on_step(step: Step) -> None:
         if is_frame(step.index, step.total) and any(part.frames is not None for part in parts):
             for part, x in zip(parts, step.x.split([p.n for p in parts]), strict=True):
                 if part.frames is not None:
                     part.frames.append(make_grid(part.ctx.to_unit(x).clamp(0, 1)))
-        progress(stage, done + step.index, total or step.total)
+        preview = None if unit is None else Preview(lambda: unit(step.preview()), rows)
+        progress(stage, done + step.index, total or step.total, preview=preview)
 
     return on_step
 
@@ -156,7 +169,7 @@ def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
             x,
             times[i_start:],
             gens,
-            on_step=reporter(ctx.hook, "sampling", done, total),
+            on_step=reporter(ctx.hook, "sampling", done, total, to_unit=ctx.to_unit),
         )
         done += len(times) - 1 - i_start
         outputs.append(ctx.to_unit(out).clamp(0, 1))
@@ -183,7 +196,7 @@ def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
         noisy,
         times[i_start:],
         gens,
-        on_step=reporter(ctx.hook, "denoising"),
+        on_step=reporter(ctx.hook, "denoising", to_unit=ctx.to_unit),
     )
     save_denoised(ctx, noisy, out)
     return {"seed": req.seed, "i_start": i_start, "t_start": times[i_start], **ctx.notes}

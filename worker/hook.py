@@ -1,13 +1,13 @@
 """The step hook of DESIGN.md: progress, heartbeat and cancel, called once per sampling step or training batch.
 
 Cheap enough for every step: one EXISTS for the cancel flag; progress is written at most every
-`progress_interval_s` (and at the last step), the heartbeat at a third of its time-to-live. A batch of jobs run as
+`progress_interval_s` (and at the last step), a sampling step's preview (worker/preview.py) at most every
+`preview_interval_s`, the heartbeat at a third of its time-to-live. A batch of jobs run as
 one loop (worker/batching.py) has one `BatchHook` over the jobs' own hooks: one round trip for every cancel flag.
 """
 
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from rq.job import Job as RQJob
@@ -15,8 +15,12 @@ from rq.job import Job as RQJob
 from service import keys
 from service.job_state import now_iso
 from service.settings import Settings
+from service.webhooks import PROGRESS_INTERVAL_S as WEBHOOK_PROGRESS_S
+from service.webhooks import announce
 from worker import context
 from worker.errors import JobCanceled, WorkerStopping
+from worker.metrics import record_end
+from worker.preview import Preview, store_preview
 
 
 class StepHook:
@@ -25,8 +29,12 @@ class StepHook:
         self.conn = conn
         self.progress_every = settings.progress_interval_s
         self.heartbeat_every = settings.heartbeat_ttl_s / 3
+        self.preview_every = settings.preview_interval_s
+        self.preview_ttl_s = settings.artifact_ttl_s
         self._last_progress = 0.0
+        self._last_preview = 0.0  # the first step's preview is due at once
         self._last_heartbeat = time.monotonic()
+        self._last_webhook = float("-inf")
         self.canceled = False  # ended as canceled (in a batch, while its batch-mates go on)
 
     def check_cancel(self) -> None:
@@ -53,16 +61,25 @@ class StepHook:
         """Records how the job ended (succeeded, failed, canceled), with `fields` (result, error)."""
         self.canceled = outcome == "canceled"
         self.save_meta(outcome=outcome, finished_at=now_iso(), **fields)
+        record_end(self.job, outcome)
+        announce(self.conn, self.job, "completed")
 
-    def __call__(self, stage: str, step: int, total: int, **extra: float | int | None) -> None:
+    def __call__(
+        self, stage: str, step: int, total: int, *, preview: Preview | None = None, **extra: float | int | None
+    ) -> None:
         """`extra`: more fields of the job's progress (training: epoch, loss, images_per_second, eta_seconds)."""
         self.check_cancel()
         self.keep_alive()
-        self.report(stage, step, total, **extra)
+        self.report(stage, step, total, preview=preview, **extra)
 
-    def report(self, stage: str, step: int, total: int, **extra: float | int | None) -> None:
-        """Writes the job's progress, if due."""
+    def report(
+        self, stage: str, step: int, total: int, *, preview: Preview | None = None, **extra: float | int | None
+    ) -> None:
+        """Writes the job's progress, and its preview (computed only then), each if due."""
         now = time.monotonic()
+        if preview is not None and step < total and now - self._last_preview >= self.preview_every:
+            store_preview(self.conn, self.job.id, stage, step, total, preview.rows_of(self.job.id), self.preview_ttl_s)
+            self._last_preview = now
         if step >= total or now - self._last_progress >= self.progress_every:
             progress = {
                 "stage": stage,
@@ -73,9 +90,15 @@ class StepHook:
             }
             self.save_meta(progress=progress)
             self._last_progress = now
+            if now - self._last_webhook >= WEBHOOK_PROGRESS_S:  # the POST itself is the API's (service/webhooks.py)
+                announce(self.conn, self.job, "progress")
+                self._last_webhook = now
 
 
-Progress = Callable[[str, int, int], None]  # (stage, step, total): a StepHook, or a BatchHook for a whole batch
+class Progress(Protocol):
+    """A StepHook, or a BatchHook for a whole batch: (stage, step, total), and the step's preview where there is one."""
+
+    def __call__(self, stage: str, step: int, total: int, *, preview: Preview | None = None) -> None: ...
 
 
 class BatchHook:
@@ -85,7 +108,7 @@ class BatchHook:
     def __init__(self, hooks: list[StepHook]) -> None:
         self.hooks = hooks
 
-    def __call__(self, stage: str, step: int, total: int) -> None:
+    def __call__(self, stage: str, step: int, total: int, *, preview: Preview | None = None) -> None:
         if context.stopping.is_set():
             raise WorkerStopping
         live = [hook for hook in self.hooks if not hook.canceled]
@@ -101,4 +124,4 @@ class BatchHook:
             raise JobCanceled
         self.hooks[0].keep_alive()  # the worker's heartbeat covers every job of the batch
         for hook in live:
-            hook.report(stage, step, total)
+            hook.report(stage, step, total, preview=preview)

@@ -25,6 +25,7 @@ from rq.worker import WorkerStatus
 
 from service.admission import TRAIN_QUEUE
 from service.images import guard_decoder
+from service.logs import job_logging
 from service.redis_conn import sync_client
 from service.settings import Settings
 from worker import context
@@ -64,9 +65,14 @@ class DiffusionWorker(SimpleWorker):
         )
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
+        with job_logging(job.id):  # every line logged while the job runs carries its id
+            self.execute_one(job, queue)
+
+    def execute_one(self, job: RQJob, queue: Queue) -> None:
         batch = self.claim(job, queue)
         if batch:
-            self.execute_batch([job, *batch], queue)
+            with job_logging(job.id, *(other.id for other in batch)):
+                self.execute_batch([job, *batch], queue)
             return
         execution = self.prepare_execution(job)
         token = context.heartbeat.set(lambda: self.maintain_heartbeats(job, execution))

@@ -22,12 +22,14 @@ from service.job_state import now_iso
 from service.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
 from service.settings import Settings, get_settings
 from service.store import ArtifactStore, make_store
+from service.webhooks import announce
 from worker.dispatch import run_kind
 from worker.errors import InputError, JobCanceled, ModelUnavailable, ModelUnreadable, WorkerStopping
 from worker.generate import run_samples
 from worker.gpu import measured
 from worker.hook import BatchHook, StepHook
 from worker.kinds import JobContext
+from worker.metrics import record_end
 from worker.model_cache import Servable, get_cache
 from worker.outputs import Outputs
 from worker.train import run_train
@@ -44,6 +46,7 @@ def begin(job: RQJob, settings: Settings) -> tuple[StepHook, int] | None:
     hook = StepHook(job, job.connection, settings)
     attempt = int(job.meta.get("attempts", 0)) + 1
     hook.save_meta(attempts=attempt, started_at=now_iso(), progress=None, error=None)
+    announce(job.connection, job, "start")
     log.info("job=%s attempt=%d %s on %s", job.id, attempt, job.args[0].get("kind"), job.args[0].get("model"))
     return hook, attempt
 
@@ -77,15 +80,26 @@ def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
         torch.cuda.empty_cache()  # what the failed job held goes back before the next one
         message = f"the GPU ran out of memory ({str(exc).splitlines()[0][:200]}); fewer images (n) need less"
         hook.save_meta(error={"type": "out_of_memory", "message": message})
+        failed_for_good(job)
         raise
     except ModelUnreadable as exc:
         log.exception("job=%s attempt=%d: %s", job.id, attempt, exc)
         hook.save_meta(error={"type": "model_unreadable", "message": str(exc)})
+        failed_for_good(job)
         raise
     except Exception as exc:
         log.exception("job=%s attempt=%d raised", job.id, attempt)
         hook.save_meta(error={"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:300]})
+        failed_for_good(job)
         raise
+
+
+def failed_for_good(job: RQJob) -> None:
+    """For a job that raises and that RQ will not retry: its end counted for /metrics, and its `completed` webhook
+    queued (the deliverer waits for RQ to record the failure)."""
+    if not job.retries_left:
+        record_end(job, "failed")
+        announce(job.connection, job, "completed")
 
 
 def succeeded(job: RQJob, hook: StepHook, result: dict[str, Any]) -> None:

@@ -46,7 +46,9 @@ def upsample(
     gens = generators(seed, n)
     x = start(stage.process, times, 0, gens, like)
     guide = cfg_for(ctx, req, n, stage.process)
-    out = sample_loop(stage.process, predict, guide, x, times, gens, on_step=reporter(ctx.hook, "upsampling"))
+    out = sample_loop(
+        stage.process, predict, guide, x, times, gens, on_step=reporter(ctx.hook, "upsampling", to_unit=ctx.to_unit)
+    )
     return ctx.to_unit(out).clamp(0, 1)
 
 

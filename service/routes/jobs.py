@@ -17,6 +17,7 @@ from service.registry import Registry
 from service.routes import BEARER
 from service.schemas.jobs import EXAMPLES, KINDS, AnyJob, JobRequest, TrainJob
 from service.schemas.responses import AUTHED, TERMINAL, Job, JobList, Status, error_responses
+from service.webhooks import check_enabled
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
@@ -24,7 +25,7 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]+")  # the only ids RQ looks up; no job has a
 LOCATION = {"Location": {"description": "/v1/jobs/{id}", "schema": {"type": "string"}, "required": True}}
 
 
-def job_id_of(job_id: str) -> str:
+async def job_id_of(job_id: str) -> str:
     """The path's job id; one that no job can have is unknown at once (API.md: 404)."""
     if not JOB_ID.fullmatch(job_id):
         raise NotFound(f"No job {job_id!r} of yours exists; job ids are the ones POST /v1/jobs answered.")
@@ -63,6 +64,7 @@ def admit_and_create(
     body: bytes,
 ) -> Job:
     """Everything a submission does in Redis, in one trip to the thread pool."""
+    check_enabled(job, settings.webhook_secret)
     queue = admit(conn, models, owner, job, settings)
     claim = None
     if isinstance(job, TrainJob):

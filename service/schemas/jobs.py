@@ -2,12 +2,22 @@
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from service.schemas.images import ImageInput
 
 MAX_LIST = 64
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+WebhookEvent = Literal["start", "progress", "completed"]
 
 
 class JobBase(BaseModel):
@@ -16,6 +26,25 @@ class JobBase(BaseModel):
     kind: str
     model: str = Field(max_length=64, description="a model id from GET /v1/models")
     seed: Seed | None = Field(default=None, description="the same seed gives the same pixels; omitted: drawn")
+    webhook: HttpUrl | None = Field(
+        default=None, description="an http(s) URL the service POSTs the Job to, signed (README, 'Webhooks')"
+    )
+    webhook_events: list[WebhookEvent] | None = Field(
+        default=None,
+        validate_default=True,
+        min_length=1,
+        max_length=3,
+        description="when to POST to `webhook`: start, progress (at most once a second), completed (the default)",
+    )
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _webhook_events(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if info.data.get("webhook") is None:
+            if value is not None:
+                raise ValueError("needs a `webhook`")
+            return None
+        return list(dict.fromkeys(value or ["completed"]))
 
     @property
     def capability(self) -> str:

@@ -107,3 +107,17 @@ def test_the_deepfloyd_benchmark_runs_on_the_tiny_if() -> None:
     rows = [line for line in out.splitlines() if line.startswith("stage ")]
     assert [row.split()[:2] for row in rows] == [["stage", "I,"], ["stage", "II,"]]
     assert all(row.endswith("x") for row in rows)
+
+
+def test_the_api_requests_benchmark_counts_one_pool_hop_per_request() -> None:
+    """A route's dependencies that only read the app's state must not each take a trip to the thread pool."""
+    out = subprocess.run(
+        [sys.executable, "bench/api_requests.py", "--requests", "20"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    ).stdout
+    assert "POST /v1/jobs thread-pool hops: 1 (admit_and_create)" in out, out
+    assert "GET /v1/jobs/{id} thread-pool hops: 1 " in out, out

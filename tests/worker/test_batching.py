@@ -13,6 +13,7 @@ def key(owner: str = "a", **changes: object) -> object:
 def test_what_is_each_jobs_own_does_not_split_a_batch():
     assert key() == key(prompt="7") == key(prompt=None, class_label=2) == key(seed=9, n=1, frames=True)
     assert key() == key(owner="b")  # a shipped model is the same network for every caller
+    assert key() == key(webhook="http://127.0.0.1:9/hook", webhook_events=["start", "completed"])  # each job's own
 
 
 def test_what_the_loop_shares_does():

@@ -1,0 +1,400 @@
+"""A typed Python client of the HTTP API (API.md): `Client` (blocking) and `AsyncClient` (asyncio), on httpx.
+
+Answers are the service's own response models (`service.schemas.responses`), so client and server share one
+definition; errors are the classes of `diffusion_jobs.client_errors`. The server is `base_url`, else
+`DIFFUSION_JOBS_URL` (default http://127.0.0.1:8000); the key is `api_key`, else `DIFFUSION_JOBS_KEY`.
+
+    with Client() as c:
+        job = c.wait(c.submit("sample", model="mnist-ddpm", prompt="7", n=4), raise_on_failure=True)
+        c.download(job, dest="out")
+"""
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
+from pydantic import BaseModel
+
+from diffusion_jobs.client_errors import ClientError, JobFailed, JobTimeout, error_from
+from service.schemas.responses import TERMINAL, Job, JobList, Model, ModelList, Upload
+
+__all__ = ["AsyncClient", "AsyncEventStream", "Client", "Event", "EventStream", "Job", "Preview"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_WAIT_S = 60  # the API's cap on one `?wait=`
+RESUME_S = 30  # how long an event stream that dropped is tried again before giving up
+RETRY_S = 0.5  # between two tries
+STREAM_TIMEOUT = httpx.Timeout(10, read=60)  # the server sends a keep-alive well within a minute
+
+
+class Preview(BaseModel):
+    """A `preview` event: a small PNG of the job's current clean-image estimates."""
+
+    job_id: str
+    stage: str
+    step: int
+    total: int
+    media_type: str
+    data_url: str
+
+    @property
+    def png(self) -> bytes:
+        return base64.b64decode(self.data_url.split(",", 1)[1])
+
+
+Event = Job | Preview
+JobRef = Job | str
+ImageData = bytes | str | os.PathLike[str]
+
+
+def job_id(job: JobRef) -> str:
+    return job if isinstance(job, str) else job.id
+
+
+def job_body(kind_or_body: str | dict[str, Any], model: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """`submit("noise", model=..., sigmas=[...])` or `submit({"kind": "noise", ...})` as one request body."""
+    body = {"kind": kind_or_body} if isinstance(kind_or_body, str) else dict(kind_or_body)
+    if model is not None:
+        body["model"] = model
+    return {**body, **params}
+
+
+def checked(response: httpx.Response) -> httpx.Response:
+    if response.is_error:
+        raise error_from(response)
+    return response
+
+
+def upload_file(data: ImageData) -> tuple[str, bytes]:
+    """The multipart `file` of an upload; the server tells PNG, JPEG and WebP apart by their bytes."""
+    if isinstance(data, bytes):
+        return "image", data
+    path = Path(data)
+    return path.name, path.read_bytes()
+
+
+def parse_event(sse: ServerSentEvent) -> Event | None:
+    """A `job` or `preview` event; None for any other (a newer server's), which a client skips."""
+    if sse.event == "job":
+        return Job.model_validate_json(sse.data)
+    if sse.event == "preview":
+        return Preview.model_validate_json(sse.data)
+    return None
+
+
+def finished(job: Job, raise_on_failure: bool) -> Job:
+    if raise_on_failure and job.status in ("failed", "canceled"):
+        raise JobFailed(job)
+    return job
+
+
+def artifact_path(job: JobRef, name: str) -> str:
+    return f"/v1/jobs/{job_id(job)}/artifacts/{name}"
+
+
+class _Base:
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float) -> None:
+        self.timeout = timeout  # seconds of every request but waits, which add their own
+        self.base_url = (base_url or os.environ.get("DIFFUSION_JOBS_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("DIFFUSION_JOBS_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+
+class Client(_Base):
+    """The API, blocking. Use as a context manager, or call `close()`."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(
+        self,
+        kind_or_body: str | dict[str, Any],
+        *,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+        **params: Any,
+    ) -> Job:
+        """Posts a job (`wait`: hold the answer up to that many seconds until it ends)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if wait:
+            headers["Prefer"] = f"wait={wait:g}"
+        body = job_body(kind_or_body, model, params)
+        response = self.http.post("/v1/jobs", json=body, headers=headers, timeout=self.timeout + (wait or 0))
+        return Job.model_validate_json(checked(response).content)
+
+    def get(self, job: JobRef, wait: float | None = None) -> Job:
+        """The job's state (`wait`: hold the request up to that many seconds, at most 60, until it ends)."""
+        params = {"wait": wait} if wait else None
+        timeout = self.timeout + (wait or 0)
+        response = self.http.get(f"/v1/jobs/{job_id(job)}", params=params, timeout=timeout)
+        return Job.model_validate_json(checked(response).content)
+
+    def wait(self, job: JobRef, timeout: float | None = None, *, raise_on_failure: bool = False) -> Job:
+        """The job once it ends, long-polling; `JobTimeout` past `timeout` seconds, `JobFailed` on failure or
+        cancel when `raise_on_failure`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = self.get(job)
+        while current.status not in TERMINAL:
+            left = MAX_WAIT_S if deadline is None else min(MAX_WAIT_S, deadline - time.monotonic())
+            if left <= 0:
+                raise JobTimeout(current, timeout or 0)
+            current = self.get(current, wait=max(0.1, round(left, 1)))
+        return finished(current, raise_on_failure)
+
+    def cancel(self, job: JobRef) -> Job:
+        return Job.model_validate_json(checked(self.http.delete(f"/v1/jobs/{job_id(job)}")).content)
+
+    def jobs(
+        self, status: str | None = None, kind: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobList:
+        """One page of the caller's jobs, newest first; `next_cursor` fetches the next."""
+        query = {k: v for k, v in {"status": status, "kind": kind, "limit": limit, "cursor": cursor}.items() if v}
+        return JobList.model_validate_json(checked(self.http.get("/v1/jobs", params=query)).content)
+
+    def models(self) -> list[Model]:
+        return ModelList.model_validate_json(checked(self.http.get("/v1/models")).content).models
+
+    def model(self, model_id: str) -> Model:
+        return Model.model_validate_json(checked(self.http.get(f"/v1/models/{model_id}")).content)
+
+    def upload(self, data: ImageData) -> Upload:
+        """Stores an image (a path or its bytes) for jobs: `{"upload_id": upload.id}`."""
+        response = self.http.post("/v1/uploads", files={"file": upload_file(data)})
+        return Upload.model_validate_json(checked(response).content)
+
+    def download(self, job: JobRef, name: str | None = None, dest: str | os.PathLike[str] = ".") -> list[Path]:
+        """Saves the artifact `name` (every artifact when None) into the folder `dest`; the paths written."""
+        names = [name] if name else [a.name for a in (job if isinstance(job, Job) else self.get(job)).artifacts]
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        for each in names:
+            with self.http.stream("GET", artifact_path(job, each)) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_from(response)
+                with (folder / each).open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        return [folder / each for each in names]
+
+    def events(self, job: JobRef, last_event_id: int | None = None) -> "EventStream":
+        """The job's live events until it ends (`last_event_id`: resume after an event already seen)."""
+        return EventStream(self, job_id(job), last_event_id)
+
+
+class AsyncClient(_Base):
+    """The API, for asyncio. Use as an async context manager, or await `aclose()`."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def submit(
+        self,
+        kind_or_body: str | dict[str, Any],
+        *,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+        **params: Any,
+    ) -> Job:
+        """Posts a job (`wait`: hold the answer up to that many seconds until it ends)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if wait:
+            headers["Prefer"] = f"wait={wait:g}"
+        body = job_body(kind_or_body, model, params)
+        timeout = self.timeout + (wait or 0)
+        response = await self.http.post("/v1/jobs", json=body, headers=headers, timeout=timeout)
+        return Job.model_validate_json(checked(response).content)
+
+    async def get(self, job: JobRef, wait: float | None = None) -> Job:
+        params = {"wait": wait} if wait else None
+        timeout = self.timeout + (wait or 0)
+        response = await self.http.get(f"/v1/jobs/{job_id(job)}", params=params, timeout=timeout)
+        return Job.model_validate_json(checked(response).content)
+
+    async def wait(self, job: JobRef, timeout: float | None = None, *, raise_on_failure: bool = False) -> Job:
+        """As `Client.wait`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = await self.get(job)
+        while current.status not in TERMINAL:
+            left = MAX_WAIT_S if deadline is None else min(MAX_WAIT_S, deadline - time.monotonic())
+            if left <= 0:
+                raise JobTimeout(current, timeout or 0)
+            current = await self.get(current, wait=max(0.1, round(left, 1)))
+        return finished(current, raise_on_failure)
+
+    async def cancel(self, job: JobRef) -> Job:
+        return Job.model_validate_json(checked(await self.http.delete(f"/v1/jobs/{job_id(job)}")).content)
+
+    async def jobs(
+        self, status: str | None = None, kind: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> JobList:
+        query = {k: v for k, v in {"status": status, "kind": kind, "limit": limit, "cursor": cursor}.items() if v}
+        return JobList.model_validate_json(checked(await self.http.get("/v1/jobs", params=query)).content)
+
+    async def models(self) -> list[Model]:
+        return ModelList.model_validate_json(checked(await self.http.get("/v1/models")).content).models
+
+    async def model(self, model_id: str) -> Model:
+        return Model.model_validate_json(checked(await self.http.get(f"/v1/models/{model_id}")).content)
+
+    async def upload(self, data: ImageData) -> Upload:
+        response = await self.http.post("/v1/uploads", files={"file": upload_file(data)})
+        return Upload.model_validate_json(checked(response).content)
+
+    async def download(self, job: JobRef, name: str | None = None, dest: str | os.PathLike[str] = ".") -> list[Path]:
+        """As `Client.download`."""
+        names = [name] if name else [a.name for a in (job if isinstance(job, Job) else await self.get(job)).artifacts]
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        for each in names:
+            async with self.http.stream("GET", artifact_path(job, each)) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_from(response)
+                with (folder / each).open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+        return [folder / each for each in names]
+
+    def events(self, job: JobRef, last_event_id: int | None = None) -> "AsyncEventStream":
+        """As `Client.events`: `async for event in client.events(job)`."""
+        return AsyncEventStream(self, job_id(job), last_event_id)
+
+
+class _Stream:
+    """What both event streams keep: the job, the id of the last event yielded, when the last one came."""
+
+    def __init__(self, job_id: str, last_event_id: int | None) -> None:
+        self.job_id = job_id
+        self.last_event_id = last_event_id
+        self.path = f"/v1/jobs/{job_id}/events"
+        self.heard = time.monotonic()
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": str(self.last_event_id)} if self.last_event_id is not None else {}
+
+    def accept(self, sse: ServerSentEvent) -> Event | None:
+        """The event of a frame (None for a kind this client does not know), its id remembered."""
+        self.last_event_id = int(sse.id) if sse.id else self.last_event_id
+        self.heard = time.monotonic()
+        return parse_event(sse)
+
+    def give_up(self, cause: Exception | None) -> None:
+        """Raises when the stream has been down for RESUME_S; else the caller retries after RETRY_S."""
+        if time.monotonic() - self.heard < RESUME_S:
+            return
+        if cause is not None:
+            raise cause
+        raise ClientError(f"the event stream of job {self.job_id} kept closing before its end")
+
+
+def ended(event: Event | None) -> bool:
+    return isinstance(event, Job) and event.status in TERMINAL
+
+
+class EventStream(_Stream):
+    """The job's events (Job snapshots and previews) until its terminal Job, as an iterator. A dropped connection
+    is resumed after `last_event_id` (the last one yielded), so nothing comes twice; `close()` stops early."""
+
+    def __init__(self, client: Client, job_id: str, last_event_id: int | None) -> None:
+        super().__init__(job_id, last_event_id)
+        self.client = client
+        self._events = self._run()
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+
+    def _run(self) -> Generator[Event, None, None]:
+        while True:
+            try:
+                with connect_sse(
+                    self.client.http, "GET", self.path, headers=self.headers(), timeout=STREAM_TIMEOUT
+                ) as source:
+                    if source.response.is_error:
+                        source.response.read()
+                        raise error_from(source.response)
+                    for sse in source.iter_sse():
+                        if (event := self.accept(sse)) is not None:
+                            yield event
+                        if ended(event):
+                            return
+                # closed before the end: the end was seen already (Last-Event-ID), or the server went away
+                if self.client.get(self.job_id).status in TERMINAL:
+                    return
+                self.give_up(None)
+            except httpx.TransportError as exc:
+                self.give_up(exc)
+            time.sleep(RETRY_S)
+
+
+class AsyncEventStream(_Stream):
+    """As `EventStream`, for `async for`; `aclose()` stops early."""
+
+    def __init__(self, client: AsyncClient, job_id: str, last_event_id: int | None) -> None:
+        super().__init__(job_id, last_event_id)
+        self.client = client
+        self._events = self._run()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def _run(self) -> AsyncGenerator[Event, None]:
+        while True:
+            try:
+                async with aconnect_sse(
+                    self.client.http, "GET", self.path, headers=self.headers(), timeout=STREAM_TIMEOUT
+                ) as source:
+                    if source.response.is_error:
+                        await source.response.aread()
+                        raise error_from(source.response)
+                    async for sse in source.aiter_sse():
+                        if (event := self.accept(sse)) is not None:
+                            yield event
+                        if ended(event):
+                            return
+                if (await self.client.get(self.job_id)).status in TERMINAL:
+                    return
+                self.give_up(None)
+            except httpx.TransportError as exc:
+                self.give_up(exc)
+            await asyncio.sleep(RETRY_S)

@@ -1,0 +1,37 @@
+"""The queue's depth limit, checked in the enqueue's own transaction (service/jobs.py), on a real Redis."""
+
+import pytest
+import redis
+
+from service.errors import Unavailable
+from service.jobs import JobRepo
+from service.schemas.jobs import parse_job
+from service.settings import Settings
+from tests.helpers import NOISE, fresh_database
+
+OWNER = "depth-test"
+
+
+@pytest.fixture
+def conn(redis_url):
+    with redis.Redis.from_url(fresh_database(redis_url)) as c:
+        yield c
+
+
+def test_past_the_limit_the_job_is_taken_back_and_nothing_is_left(conn):
+    repo = JobRepo(conn, Settings(max_queue_depth=2))
+    positions = [repo.create(OWNER, parse_job(NOISE), "mnist", None, f"d{i}")[0].meta["position_hint"] for i in (1, 2)]
+    assert positions == [1, 2]
+    with pytest.raises(Unavailable, match="queue is full"):
+        repo.create(OWNER, parse_job(NOISE), "mnist", None, "d3")
+    assert conn.llen("rq:queue:mnist") == 2
+    assert conn.zcard(f"dj:jobs:{OWNER}") == 2
+    assert len(conn.keys("rq:job:*")) == 2
+
+
+def test_a_job_a_worker_already_took_is_not_taken_back(conn):
+    repo = JobRepo(conn, Settings(max_queue_depth=10))
+    job, _ = repo.create(OWNER, parse_job(NOISE), "mnist", None, "d1")
+    assert conn.lpop("rq:queue:mnist").decode() == job.id  # a worker dequeued it between the push and the check
+    assert repo._take_back(repo.queue("mnist"), OWNER, job.id) is False
+    assert conn.exists(f"rq:job:{job.id}") and conn.zscore(f"dj:jobs:{OWNER}", job.id) is not None
