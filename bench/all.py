@@ -69,8 +69,8 @@ BENCHES = (
     Bench(
         "sampling",
         "CFG sampling images per second: the spec's plain loop against the service's",
-        ("bench/sampling.py", "--batch", "40", "--rounds", "1", "--no-compile", "--bf16-steps", "0"),
-        360,
+        ("bench/sampling.py", "--batch", "100", "--rounds", "1", "--no-compile", "--bf16-steps", "0"),
+        480,
     ),
     Bench(
         "quality-flow-10",
