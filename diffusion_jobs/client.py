@@ -65,6 +65,13 @@ def job_body(kind_or_body: str | dict[str, Any], model: str | None, params: dict
     return {**body, **params}
 
 
+def submit_headers(idempotency_key: str | None, wait: float | None) -> dict[str, str]:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    if wait:
+        headers["Prefer"] = f"wait={wait:g}"
+    return headers
+
+
 def checked(response: httpx.Response) -> httpx.Response:
     if response.is_error:
         raise error_from(response)
@@ -132,9 +139,7 @@ class Client(_Base):
         **params: Any,
     ) -> Job:
         """Posts a job (`wait`: hold the answer up to that many seconds until it ends)."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        if wait:
-            headers["Prefer"] = f"wait={wait:g}"
+        headers = submit_headers(idempotency_key, wait)
         body = job_body(kind_or_body, model, params)
         response = self.http.post("/v1/jobs", json=body, headers=headers, timeout=self.timeout + (wait or 0))
         return Job.model_validate_json(checked(response).content)
@@ -225,9 +230,7 @@ class AsyncClient(_Base):
         **params: Any,
     ) -> Job:
         """Posts a job (`wait`: hold the answer up to that many seconds until it ends)."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        if wait:
-            headers["Prefer"] = f"wait={wait:g}"
+        headers = submit_headers(idempotency_key, wait)
         body = job_body(kind_or_body, model, params)
         timeout = self.timeout + (wait or 0)
         response = await self.http.post("/v1/jobs", json=body, headers=headers, timeout=timeout)

@@ -22,13 +22,12 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
 from service import keys
+from service.endings import ended
 from service.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from service.job_state import now_iso, status_and_error
-from service.metrics import count_ended_here
 from service.schemas.jobs import JobBase
 from service.schemas.responses import TERMINAL
 from service.settings import Settings
-from service.webhooks import announce
 
 log = logging.getLogger(__name__)
 TASK = "worker.tasks.run_job"
@@ -180,8 +179,7 @@ class JobRepo:
             job.cancel()
             job.meta["finished_at"] = now_iso()
             job.save_meta()
-            announce(self.conn, job, "completed")
-            count_ended_here(self.conn, [job], "canceled")
+            ended(self.conn, [job], "canceled")
         self.conn.publish(keys.EVENTS_CHANNEL, job_id)
         return self.fetch(owner, job_id)
 

@@ -14,6 +14,7 @@ job end (`count_end`); `RedisCollector` turns them into metric families when `/m
 """
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from service import keys
 
 # Upper bounds (seconds) of the duration buckets: a noise job takes well under a second, training hours.
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, math.inf)
+IMAGE = re.compile(r"image_\d+\.png")  # the images a job produced, among its artifacts
 SEP = "\t"  # between the labels packed into a hash field (no label value holds a tab: ids and kinds are validated)
 
 
@@ -66,13 +68,13 @@ def seconds_since(started_at: str | None) -> float | None:
     return max(0.0, (datetime.now(UTC) - datetime.fromisoformat(started_at)).total_seconds())
 
 
-def count_ended_here(conn: redis.Redis, jobs: Iterable[RQJob], status: str) -> None:
-    """Counts jobs the API itself ended: canceled while queued, or failed for good by the reaper (worker lost)."""
-    with conn.pipeline(transaction=False) as pipe:
-        for job in jobs:
-            params = job.args[0]
-            count_end(pipe, params["kind"], params["model"], status, seconds_since(job.meta.get("started_at")))
-        pipe.execute()
+def count_job_end(pipe: redis.client.Pipeline, job: RQJob, status: str) -> None:
+    """Queues the counters of `job`'s end on `pipe`: its kind, model, duration (none if it never started) and the
+    images it saved (`image_{i}.png` among its artifacts)."""
+    params = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
+    images = sum(1 for a in job.meta.get("artifacts", []) if IMAGE.fullmatch(a["name"]))
+    duration_s = seconds_since(job.meta.get("started_at"))
+    count_end(pipe, str(params.get("kind")), str(params.get("model")), status, duration_s, images)
 
 
 def _fields(conn: redis.Redis, key: str) -> Iterator[tuple[list[str], float]]:

@@ -13,11 +13,10 @@ from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
 from service import keys
+from service.endings import ended
 from service.job_state import status_and_error
 from service.jobs import fetch_many
-from service.metrics import count_ended_here
 from service.settings import Settings
-from service.webhooks import announce
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,9 @@ def reap_once(conn: redis.Redis, queue_names: list[str], lock_ms: int) -> list[s
     for job_id in reaped:
         log.warning("job=%s abandoned by its worker; retried or failed", job_id)
         conn.publish(keys.EVENTS_CHANNEL, job_id)
-    lost = [job for job in fetch_many(conn, reaped) if job is not None and status_and_error(job)[0] == "failed"]
-    for job in lost:  # worker_lost on its last attempt
-        announce(conn, job, "completed")
-    count_ended_here(conn, lost, "failed")
+    if reaped:
+        lost = [job for job in fetch_many(conn, reaped) if job is not None and status_and_error(job)[0] == "failed"]
+        ended(conn, lost, "failed")  # worker_lost on its last attempt
     return reaped
 
 

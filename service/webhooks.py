@@ -66,19 +66,24 @@ def wants(params: dict[str, Any], event: WebhookEvent) -> bool:
     return bool(params.get("webhook")) and event in params.get("webhook_events", DEFAULT_EVENTS)
 
 
-def announce(conn: redis.Redis, job: RQJob, event: WebhookEvent) -> bool:
-    """Queues the POST of `event` for the job if it asked for one (one LPUSH); returns whether it did. A Redis
-    error is logged, never raised: the job's own record matters more than its webhook."""
+def outbox_record(job: RQJob, event: WebhookEvent) -> str | None:
+    """The outbox record (JSON) of `event` for the job, or None if the job did not ask for that POST."""
     params = job.args[0] if job.args else {}
     if not isinstance(params, dict) or not wants(params, event):
-        return False
-    record = {"id": uuid.uuid4().hex, "job": job.id, "event": event, "tries": 0, "waits": 0}
+        return None
+    return json.dumps({"id": uuid.uuid4().hex, "job": job.id, "event": event, "tries": 0, "waits": 0})
+
+
+def announce(conn: redis.Redis, job: RQJob, event: WebhookEvent) -> None:
+    """Queues the POST of `event` (start, progress) for the job if it asked for one: one LPUSH. A Redis error is
+    logged, never raised: the job's own record matters more than its webhook. A job's end: service/endings.py."""
+    record = outbox_record(job, event)
+    if record is None:
+        return
     try:
-        conn.lpush(keys.WEBHOOK_OUTBOX, json.dumps(record))
+        conn.lpush(keys.WEBHOOK_OUTBOX, record)
     except redis.RedisError as exc:
         log.warning("job=%s webhook %s not queued (%s)", job.id, event, exc)
-        return False
-    return True
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:

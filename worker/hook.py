@@ -13,13 +13,14 @@ import redis
 from rq.job import Job as RQJob
 
 from service import keys
+from service.endings import ended
 from service.job_state import now_iso
 from service.settings import Settings
 from service.webhooks import PROGRESS_INTERVAL_S as WEBHOOK_PROGRESS_S
 from service.webhooks import announce
 from worker import context
 from worker.errors import JobCanceled, WorkerStopping
-from worker.metrics import record_end
+from worker.metrics import gpu_memory
 from worker.preview import Preview, store_preview
 
 
@@ -61,8 +62,7 @@ class StepHook:
         """Records how the job ended (succeeded, failed, canceled), with `fields` (result, error)."""
         self.canceled = outcome == "canceled"
         self.save_meta(outcome=outcome, finished_at=now_iso(), **fields)
-        record_end(self.job, outcome)
-        announce(self.conn, self.job, "completed")
+        ended(self.conn, [self.job], outcome, gpu_memory(self.job))
 
     def __call__(
         self, stage: str, step: int, total: int, *, preview: Preview | None = None, **extra: float | int | None

@@ -18,6 +18,7 @@ from rq import get_current_job
 from rq.job import Job as RQJob
 
 from models.training import TrainingDiverged
+from service.endings import ended
 from service.job_state import now_iso
 from service.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
 from service.settings import Settings, get_settings
@@ -29,7 +30,7 @@ from worker.generate import run_samples
 from worker.gpu import measured
 from worker.hook import BatchHook, StepHook
 from worker.kinds import JobContext
-from worker.metrics import record_end
+from worker.metrics import gpu_memory
 from worker.model_cache import Servable, get_cache
 from worker.outputs import Outputs
 from worker.train import run_train
@@ -98,8 +99,7 @@ def failed_for_good(job: RQJob) -> None:
     """For a job that raises and that RQ will not retry: its end counted for /metrics, and its `completed` webhook
     queued (the deliverer waits for RQ to record the failure)."""
     if not job.retries_left:
-        record_end(job, "failed")
-        announce(job.connection, job, "completed")
+        ended(job.connection, [job], "failed", gpu_memory(job))
 
 
 def succeeded(job: RQJob, hook: StepHook, result: dict[str, Any]) -> None:

@@ -95,15 +95,17 @@ def test_training_bench_runs_and_its_loops_agree(tmp_path: Path) -> None:
     assert runs[1]["losses"] == pytest.approx(runs[0]["losses"], rel=1e-5)  # same weights, batches and noise
 
 
+def run_bench(script: str, *args: str, timeout: float) -> str:
+    """A bench script's output, run as `make bench` runs it (from the repository root)."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, check=True, cwd=root, timeout=timeout
+    )
+    return done.stdout
+
+
 def test_the_deepfloyd_benchmark_runs_on_the_tiny_if() -> None:
-    out = subprocess.run(
-        [sys.executable, "bench/deepfloyd.py", "--n", "1", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=240,
-    ).stdout
+    out = run_bench("bench/deepfloyd.py", "--n", "1", "--rounds", "1", timeout=240)
     rows = [line for line in out.splitlines() if line.startswith("stage ")]
     assert [row.split()[:2] for row in rows] == [["stage", "I,"], ["stage", "II,"]]
     assert all(row.endswith("x") for row in rows)
@@ -111,13 +113,6 @@ def test_the_deepfloyd_benchmark_runs_on_the_tiny_if() -> None:
 
 def test_the_api_requests_benchmark_counts_one_pool_hop_per_request() -> None:
     """A route's dependencies that only read the app's state must not each take a trip to the thread pool."""
-    out = subprocess.run(
-        [sys.executable, "bench/api_requests.py", "--requests", "20"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=120,
-    ).stdout
+    out = run_bench("bench/api_requests.py", "--requests", "20", timeout=120)
     assert "POST /v1/jobs thread-pool hops: 1 (admit_and_create)" in out, out
     assert "GET /v1/jobs/{id} thread-pool hops: 1 " in out, out

@@ -1,0 +1,40 @@
+"""A job's end, wherever it happens: the worker (succeeded, failed, canceled while running), the API (canceled while
+queued) or the reaper (failed as worker_lost). Each end is counted for /metrics and queues the job's `completed`
+webhook if it asked for one, in one pipelined round trip. A Redis error is logged, never raised: the job's own
+record matters more than its counters and its webhook."""
+
+import logging
+from collections.abc import Callable, Iterable
+
+import redis
+from rq.job import Job as RQJob
+
+from service import keys
+from service.metrics import count_job_end
+from service.webhooks import outbox_record
+
+log = logging.getLogger(__name__)
+
+
+def ended(
+    conn: redis.Redis,
+    jobs: Iterable[RQJob],
+    outcome: str,
+    extra: Callable[[redis.client.Pipeline], None] | None = None,
+) -> None:
+    """Records that `jobs` ended as `outcome`; `extra` adds the caller's own commands to the same trip."""
+    jobs = list(jobs)
+    if not jobs:
+        return
+    try:
+        with conn.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                count_job_end(pipe, job, outcome)
+                record = outbox_record(job, "completed")
+                if record is not None:
+                    pipe.lpush(keys.WEBHOOK_OUTBOX, record)
+            if extra is not None:
+                extra(pipe)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("jobs=%s: end not recorded for metrics and webhooks (%s)", [job.id for job in jobs], exc)
