@@ -29,6 +29,7 @@ format: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports  # the layers of docs/architecture.md (pyproject.toml, [tool.importlinter])
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -39,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/all.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -29,9 +29,9 @@ from typing import Any
 import anyio.to_thread
 import httpx
 
+from core.settings import Settings
 from diffusion_jobs.redis_server import free_port, redis_argv, wait_ready
 from service.app import create_app
-from service.settings import Settings
 
 BODY = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 3}, "timesteps": [100]}
 KEY = "bench-key"

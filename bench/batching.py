@@ -101,7 +101,7 @@ def throughput_curve(model_id: str, steps: int, sizes: list[int]) -> list[tuple[
     import torch
 
     from bench.sampling import service_sample
-    from service.settings import get_settings
+    from core.settings import get_settings
     from worker.allocator import tune_malloc
     from worker.model_cache import ModelCache
 

@@ -82,7 +82,7 @@ from models.views import VIEWS
 GUIDANCE = 5.0  # the spec's gamma; --guidance changes it
 ANAGRAMS = [(6, 9, "rotate_180"), (9, 6, "flip"), (1, 7, "flip")]  # (upright, under the view, view)
 HYBRIDS = [(1, 8), (0, 6)]  # (seen from afar: low frequencies, up close: high frequencies)
-HYBRID_KERNEL, HYBRID_SIGMA = 33, 2.0  # the service's defaults (service/schemas/jobs.py HybridJob)
+HYBRID_KERNEL, HYBRID_SIGMA = 33, 2.0  # the service's defaults (core/schemas/jobs.py HybridJob)
 AFAR_KERNEL, AFAR_SIGMA = 9, 1.5  # "seen from afar": this blur, then the classifier
 INPAINT_STREAM = 1_000_003  # the kept pixels' noise: other generators than the samples' (as worker/generate.py)
 SEEDS = {"cfg": 0, "anagram": 100_000, "hybrid": 200_000, "inpaint": 300_000}  # added to --seed

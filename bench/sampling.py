@@ -61,7 +61,7 @@ from worker.allocator import tune_malloc
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "models" / "checkpoints"
-KINDS = {"mnist-ddpm": "ddpm", "mnist-flow": "flow"}  # as service/catalog.py: DDPM T = 300, flow 50 steps
+KINDS = {"mnist-ddpm": "ddpm", "mnist-flow": "flow"}  # as core/catalog.py: DDPM T = 300, flow 50 steps
 GUIDANCE = 5.0
 TARGET_SPEEDUP = 2.0
 SAME_PIXELS_ATOL = 1e-4

@@ -7,8 +7,9 @@ import logging.config
 import os
 import sys
 
-from service.logs import log_config
-from service.settings import get_settings
+from core.logs import log_config
+from core.queues import MNIST_QUEUE, QUEUES
+from core.settings import get_settings
 
 
 def is_loopback(host: str) -> bool:
@@ -86,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="embedded Redis (unless REDIS_URL), the API and its workers").set_defaults(func=cmd_up)
     sub.add_parser("api", help="the HTTP API (HOST, PORT)").set_defaults(func=cmd_api)
     w = sub.add_parser("worker", help="one worker process on one queue")
-    w.add_argument("--queue", default="mnist", choices=["mnist", "deepfloyd", "train"])
+    w.add_argument("--queue", default=MNIST_QUEUE, choices=QUEUES)
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     w.set_defaults(func=cmd_worker)
     r = sub.add_parser("redis", help="the embedded Redis server alone, in the foreground")

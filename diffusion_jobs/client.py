@@ -1,6 +1,6 @@
 """A typed Python client of the HTTP API (API.md): `Client` (blocking) and `AsyncClient` (asyncio), on httpx.
 
-Answers are the service's own response models (`service.schemas.responses`), so client and server share one
+Answers are the service's own response models (`core.schemas.responses`), so client and server share one
 definition; errors are the classes of `diffusion_jobs.client_errors`. The server is `base_url`, else
 `DIFFUSION_JOBS_URL` (default http://127.0.0.1:8000); the key is `api_key`, else `DIFFUSION_JOBS_KEY`.
 
@@ -21,8 +21,8 @@ import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 from pydantic import BaseModel
 
+from core.schemas.responses import TERMINAL, Job, JobList, Model, ModelList, Upload
 from diffusion_jobs.client_errors import ClientError, JobFailed, JobTimeout, error_from
-from service.schemas.responses import TERMINAL, Job, JobList, Model, ModelList, Upload
 
 __all__ = ["AsyncClient", "AsyncEventStream", "Client", "Event", "EventStream", "Job", "Preview"]
 

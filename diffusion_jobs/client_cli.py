@@ -1,6 +1,6 @@
 """The client commands of `diffusion-jobs`: `submit`, `jobs`, `cancel`, `models`, on `diffusion_jobs.client`.
 
-`submit KIND` has one option per parameter of the kind's job schema (`service.schemas.jobs`), generated from it, so
+`submit KIND` has one option per parameter of the kind's job schema (`core.schemas.jobs`), generated from it, so
 a new parameter is an option without a change here. Exit status: 0 done, 1 the job failed or was canceled, 2 the
 API refused the request (its message names the field) or could not be reached, 130 Ctrl-C (the job goes on).
 """
@@ -19,11 +19,11 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from tqdm import tqdm
 
+from core.schemas.images import ImageInput
+from core.schemas.jobs import AnyJob, JobBase
+from core.schemas.responses import TERMINAL, Job, Status
 from diffusion_jobs.client import Client
 from diffusion_jobs.client_errors import ApiError
-from service.schemas.images import ImageInput
-from service.schemas.jobs import AnyJob, JobBase
-from service.schemas.responses import TERMINAL, Job, Status
 
 IMAGE_HELP = "a file (uploaded first), dataset:NAME:INDEX, job:ID:ARTIFACT or upload:ID"
 Convert = Callable[[str], Any]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from service.schemas.responses import Job
+    from core.schemas.responses import Job
 
 
 class ClientError(Exception):

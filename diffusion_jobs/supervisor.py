@@ -16,9 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from core.catalog import builtin_models
+from core.settings import Settings
 from diffusion_jobs.redis_server import free_port, redis_argv, wait_ready
-from service.catalog import builtin_models
-from service.settings import Settings
 
 log = logging.getLogger("diffusion_jobs.up")
 PR_SET_PDEATHSIG = 1

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.settings import get_settings
+from core.settings import get_settings
 
 FIELDS: list[tuple[str, type, str]] = [
     ("conditioning", str, "none (denoiser), time or class (default for ddpm and flow)"),
@@ -110,9 +110,9 @@ class FolderSink:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from core.schemas.jobs import TrainJob
     from models.datasets import DatasetError
     from models.training import TrainingDiverged
-    from service.schemas.jobs import TrainJob
     from worker.trainer import load_data, run_training
 
     if args.threads:

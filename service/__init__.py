@@ -1,1 +1,2 @@
-"""The HTTP face of diffusion-jobs: job schemas, routes, auth, limits and the artifact store. Never imports torch."""
+"""The HTTP face of diffusion-jobs: routes, auth, admission at the door, limits, events and webhook delivery, over
+the shared core (core/). Never imports torch or worker/ (docs/architecture.md, "Layers")."""

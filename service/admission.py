@@ -13,16 +13,16 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-from models.datasets import DatasetError, dataset_info
-from service import keys
-from service.catalog import DATASETS, ModelSpec
-from service.errors import InvalidRequest
-from service.images import ImageLimits, probe_image, verify_pixels
-from service.job_state import artifact_key, status_and_error
-from service.model_status import as_loaded
-from service.registry import Registry
-from service.schemas.images import ImageInput
-from service.schemas.jobs import (
+from core import keys
+from core.catalog import DATASETS, ModelSpec
+from core.errors import InvalidRequest
+from core.images import ImageLimits, probe_image, verify_pixels
+from core.job_state import artifact_key, status_and_error
+from core.model_registry import Registry
+from core.model_status import as_loaded
+from core.queues import TRAIN_QUEUE
+from core.schemas.images import ImageInput
+from core.schemas.jobs import (
     AnagramJob,
     Conditioned,
     DenoiseJob,
@@ -37,9 +37,8 @@ from service.schemas.jobs import (
     Upsampled,
     UpsampleJob,
 )
-from service.settings import Settings
-
-TRAIN_QUEUE = "train"
+from core.settings import Settings
+from models.datasets import DatasetError, dataset_info
 
 
 def check_model(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase) -> ModelSpec:

@@ -13,22 +13,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service import errors
-from service.admission import TRAIN_QUEUE
+from core import errors
+from core.catalog import builtin_models
+from core.images import guard_decoder
+from core.queues import TRAIN_QUEUE
+from core.redis_conn import out_of_memory, sync_client
+from core.settings import Settings, get_settings
+from core.store import make_store
 from service.auth import KeyRing
-from service.catalog import builtin_models
 from service.docs import add_docs
 from service.events import JobEvents
-from service.images import guard_decoder
 from service.jobs import JobRepo
 from service.limits import BodyLimit
-from service.logs import JobIdMiddleware
+from service.log_middleware import JobIdMiddleware
 from service.rate_limit import RateLimits
 from service.reaper import run_reaper
-from service.redis_conn import out_of_memory, sync_client
 from service.routes import events, health, jobs, metrics, models, playground, uploads
-from service.settings import Settings, get_settings
-from service.store import make_store
 from service.webhook_delivery import Deliverer
 
 log = logging.getLogger(__name__)

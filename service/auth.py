@@ -10,7 +10,7 @@ import hmac
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from service.errors import Unauthorized
+from core.errors import Unauthorized
 
 ANONYMOUS = "anonymous"
 

@@ -8,12 +8,12 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from core.catalog import ModelSpec
+from core.settings import Settings
+from core.store import ArtifactStore
 from service.auth import owner_of
-from service.catalog import ModelSpec
 from service.events import JobEvents
 from service.jobs import JobRepo
-from service.settings import Settings
-from service.store import ArtifactStore
 
 
 async def get_settings(request: Request) -> Settings:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from service import keys
-from service.settings import Settings
+from core import keys
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0

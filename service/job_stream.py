@@ -22,12 +22,12 @@ import redis
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from service import keys
-from service.errors import NotFound
+from core import keys
+from core.errors import NotFound
+from core.job_state import to_view
+from core.schemas.responses import TERMINAL
 from service.events import JobEvents
-from service.job_state import to_view
 from service.jobs import JobRepo
-from service.schemas.responses import TERMINAL
 
 log = logging.getLogger(__name__)
 SEP = "\n"

@@ -21,13 +21,14 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-from service import keys
-from service.endings import ended
-from service.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from service.job_state import now_iso, status_and_error
-from service.schemas.jobs import JobBase
-from service.schemas.responses import TERMINAL
-from service.settings import Settings
+from core import keys
+from core.endings import ended
+from core.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from core.events import job_changed
+from core.job_state import now_iso, status_and_error
+from core.schemas.jobs import JobBase
+from core.schemas.responses import TERMINAL
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 TASK = "worker.tasks.run_job"
@@ -180,7 +181,7 @@ class JobRepo:
             job.meta["finished_at"] = now_iso()
             job.save_meta()
             ended(self.conn, [job], "canceled")
-        self.conn.publish(keys.EVENTS_CHANNEL, job_id)
+        job_changed(self.conn, job_id)
         return self.fetch(owner, job_id)
 
 

@@ -13,9 +13,9 @@ from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from service import keys
-from service.errors import RateLimited
-from service.redis_conn import out_of_memory
+from core import keys
+from core.errors import RateLimited
+from core.redis_conn import out_of_memory
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -12,11 +12,12 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
-from service import keys
-from service.endings import ended
-from service.job_state import status_and_error
+from core import keys
+from core.endings import ended
+from core.events import job_changed
+from core.job_state import status_and_error
+from core.settings import Settings
 from service.jobs import fetch_many
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def reap_once(conn: redis.Redis, queue_names: list[str], lock_ms: int) -> list[s
             reaped.extend(expired)
     for job_id in reaped:
         log.warning("job=%s abandoned by its worker; retried or failed", job_id)
-        conn.publish(keys.EVENTS_CHANNEL, job_id)
+        job_changed(conn, job_id)
     if reaped:
         lost = [job for job in fetch_many(conn, reaped) if job is not None and status_and_error(job)[0] == "failed"]
         ended(conn, lost, "failed")  # worker_lost on its last attempt

@@ -4,12 +4,12 @@ import uuid
 
 import redis
 
-from service import keys
-from service.errors import UnsupportedMediaType
-from service.images import MEDIA_TYPES, probe_image, verify_pixels
-from service.schemas.responses import Upload
-from service.settings import Settings
-from service.store import ArtifactStore
+from core import keys
+from core.errors import UnsupportedMediaType
+from core.images import MEDIA_TYPES, probe_image, verify_pixels
+from core.schemas.responses import Upload
+from core.settings import Settings
+from core.store import ArtifactStore
 
 
 def save_upload(

@@ -24,10 +24,10 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
-from service import keys
-from service.job_state import to_view
-from service.schemas.responses import TERMINAL
-from service.settings import Settings
+from core import keys
+from core.job_state import to_view
+from core.schemas.responses import TERMINAL
+from core.settings import Settings
 from service.webhooks import CLAIM, RESCHEDULE, signed_headers
 
 log = logging.getLogger(__name__)

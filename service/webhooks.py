@@ -24,21 +24,12 @@ body's status and progress say where the job is.
 
 import hashlib
 import hmac
-import json
 import logging
-import uuid
-from typing import Any
 
-import redis
-from rq.job import Job as RQJob
-
-from service import keys
-from service.errors import InvalidRequest
-from service.schemas.jobs import JobBase, WebhookEvent
+from core.errors import InvalidRequest
+from core.schemas.jobs import JobBase
 
 log = logging.getLogger(__name__)
-DEFAULT_EVENTS = ("completed",)
-PROGRESS_INTERVAL_S = 1.0  # at most one progress POST per second per job
 HEADER = "X-Diffusion-Jobs-"  # the prefix of the headers of every POST: Signature, Timestamp, Event, Delivery
 
 CLAIM = """
@@ -59,31 +50,6 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
 end
 return 0
 """
-
-
-def wants(params: dict[str, Any], event: WebhookEvent) -> bool:
-    """Whether the job's request asked for a POST on `event`."""
-    return bool(params.get("webhook")) and event in params.get("webhook_events", DEFAULT_EVENTS)
-
-
-def outbox_record(job: RQJob, event: WebhookEvent) -> str | None:
-    """The outbox record (JSON) of `event` for the job, or None if the job did not ask for that POST."""
-    params = job.args[0] if job.args else {}
-    if not isinstance(params, dict) or not wants(params, event):
-        return None
-    return json.dumps({"id": uuid.uuid4().hex, "job": job.id, "event": event, "tries": 0, "waits": 0})
-
-
-def announce(conn: redis.Redis, job: RQJob, event: WebhookEvent) -> None:
-    """Queues the POST of `event` (start, progress) for the job if it asked for one: one LPUSH. A Redis error is
-    logged, never raised: the job's own record matters more than its webhook. A job's end: service/endings.py."""
-    record = outbox_record(job, event)
-    if record is None:
-        return
-    try:
-        conn.lpush(keys.WEBHOOK_OUTBOX, record)
-    except redis.RedisError as exc:
-        log.warning("job=%s webhook %s not queued (%s)", job.id, event, exc)
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:

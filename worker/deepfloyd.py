@@ -18,13 +18,13 @@ import torch
 from diffusers.utils.import_utils import is_accelerate_available
 from torch import nn
 
+from core.catalog import ModelSpec
+from core.hf_sources import local_folder, read_config
+from core.settings import Settings
 from models.deepfloyd import LowRes, if_predictor
 from models.guidance import Predict
 from models.processes import DDPM, NoiseProcess, clipped
 from models.schedules import from_betas
-from service.catalog import ModelSpec
-from service.hf_sources import local_folder, read_config
-from service.settings import Settings
 from worker.errors import InputError
 from worker.prompts import Cached, Encode, Precomputed, Prompts, encoder_id
 

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from service.schemas.jobs import JobBase, Upsampled
+from core.schemas.jobs import JobBase, Upsampled
 from worker import generate, kinds, upsample
 from worker.kinds import JobContext, Kind
 

@@ -9,14 +9,7 @@ from typing import Any
 
 import torch
 
-from models.figures import is_frame
-from models.grid import make_grid
-from models.guidance import CFG, Anagram, Guide, Hybrid, Interval, Rule
-from models.imageio import encode_gif
-from models.processes import NoiseProcess
-from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
-from models.views import VIEWS
-from service.schemas.jobs import (
+from core.schemas.jobs import (
     AnagramJob,
     Conditioned,
     DenoiseJob,
@@ -26,6 +19,13 @@ from service.schemas.jobs import (
     InpaintJob,
     SampleJob,
 )
+from models.figures import is_frame
+from models.grid import make_grid
+from models.guidance import CFG, Anagram, Guide, Hybrid, Interval, Rule
+from models.imageio import encode_gif
+from models.processes import NoiseProcess
+from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
+from models.views import VIEWS
 from worker.hook import Progress
 from worker.kinds import JobContext, save_denoised
 from worker.model_cache import Servable

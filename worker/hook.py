@@ -12,12 +12,13 @@ from typing import Any, Protocol
 import redis
 from rq.job import Job as RQJob
 
-from service import keys
-from service.endings import ended
-from service.job_state import now_iso
-from service.settings import Settings
-from service.webhooks import PROGRESS_INTERVAL_S as WEBHOOK_PROGRESS_S
-from service.webhooks import announce
+from core import keys
+from core.endings import ended
+from core.events import job_changed
+from core.job_state import now_iso
+from core.outbox import PROGRESS_INTERVAL_S as WEBHOOK_PROGRESS_S
+from core.outbox import announce
+from core.settings import Settings
 from worker import context
 from worker.errors import JobCanceled, WorkerStopping
 from worker.metrics import gpu_memory
@@ -56,7 +57,7 @@ class StepHook:
         """Writes fields of the job's meta and tells waiting requests that the job changed."""
         self.job.meta.update(fields)
         self.job.save_meta()
-        self.conn.publish(keys.EVENTS_CHANNEL, self.job.id)
+        job_changed(self.conn, self.job.id)
 
     def end(self, outcome: str, **fields: Any) -> None:
         """Records how the job ended (succeeded, failed, canceled), with `fields` (result, error)."""

@@ -6,11 +6,11 @@ import io
 import torch
 from PIL import Image
 
+from core import keys
+from core.schemas.images import ImageInput
+from core.store import ArtifactStore
 from models.datasets import load_dataset
 from models.imageio import to_tensor
-from service import keys
-from service.schemas.images import ImageInput
-from service.store import ArtifactStore
 from worker.errors import InputError
 
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
+from core.schemas.images import ImageInput
+from core.schemas.jobs import DenoiseJob, NoiseJob
+from core.store import ArtifactStore
 from models.filters import gaussian_blur
 from models.forward import sigma_forward
 from models.grid import make_grid
 from models.imageio import resize
 from models.sampling import generators
-from service.schemas.images import ImageInput
-from service.schemas.jobs import DenoiseJob, NoiseJob
-from service.store import ArtifactStore
 from worker.hook import StepHook
 from worker.inputs import load_image
 from worker.model_cache import Servable

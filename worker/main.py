@@ -23,11 +23,11 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from service.admission import TRAIN_QUEUE
-from service.images import guard_decoder
-from service.logs import job_logging
-from service.redis_conn import sync_client
-from service.settings import Settings
+from core.images import guard_decoder
+from core.logs import job_logging
+from core.queues import TRAIN_QUEUE
+from core.redis_conn import sync_client
+from core.settings import Settings
 from worker import context
 from worker.allocator import tune_malloc
 from worker.batching import claim_batch

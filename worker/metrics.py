@@ -1,4 +1,4 @@
-"""What a worker adds to a job's end for `/metrics` (service/metrics.py, service/endings.py): this worker's GPU
+"""What a worker adds to a job's end for `/metrics` (service/metrics.py, core/endings.py): this worker's GPU
 memory, on CUDA."""
 
 from collections.abc import Callable
@@ -7,8 +7,8 @@ import redis
 import torch
 from rq.job import Job as RQJob
 
-from service import keys
-from service.metrics import SEP
+from core import keys
+from core.job_metrics import SEP
 
 
 def gpu_memory(job: RQJob) -> Callable[[redis.client.Pipeline], None] | None:

@@ -23,17 +23,17 @@ from typing import Protocol, Self
 import redis
 import torch
 
+from core.catalog import IF_ID, NETWORK_FREE, ModelSpec, builtin_models
+from core.model_registry import CHECKPOINT_FILES, Registry
+from core.model_status import Conn, failed, loaded, publish
+from core.settings import Settings, get_settings
+from core.store import ArtifactStore
 from models.guidance import Predict
 from models.inference import chunk_size, chunked, for_inference
 from models.predictors import labels, unet_predictor
 from models.processes import DDPM, Flow, NoiseProcess, clipped
 from models.schedules import make_schedule
 from models.unet import Net, load_network
-from service.catalog import IF_ID, NETWORK_FREE, ModelSpec, builtin_models
-from service.model_status import Conn, failed, loaded, publish
-from service.registry import CHECKPOINT_FILES, Registry
-from service.settings import Settings, get_settings
-from service.store import ArtifactStore
 from worker.deepfloyd import load_if
 from worker.errors import InputError, ModelUnavailable, ModelUnreadable
 

@@ -3,10 +3,10 @@
 import torch
 from rq.job import Job as RQJob
 
+from core import keys
+from core.store import ArtifactStore
 from models.grid import make_grid
 from models.imageio import encode_png
-from service import keys
-from service.store import ArtifactStore
 from worker.hook import StepHook
 
 

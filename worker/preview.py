@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 import redis
 import torch
 
+from core import keys
+from core.events import job_changed
 from models.grid import make_grid
 from models.imageio import encode_png
-from service import keys
 
 
 class Preview:
@@ -44,5 +45,5 @@ def store_preview(
     with conn.pipeline(transaction=False) as pipe:
         pipe.hset(keys.preview(job_id), mapping=fields)  # type: ignore[arg-type]
         pipe.expire(keys.preview(job_id), ttl_s)
-        pipe.publish(keys.EVENTS_CHANNEL, job_id)
+        job_changed(pipe, job_id)
         pipe.execute()

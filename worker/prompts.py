@@ -17,7 +17,7 @@ import redis
 import torch
 from safetensors.torch import load, save
 
-from service import keys
+from core import keys
 from worker.errors import InputError
 
 log = logging.getLogger(__name__)

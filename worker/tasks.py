@@ -17,13 +17,13 @@ from pydantic import ValidationError
 from rq import get_current_job
 from rq.job import Job as RQJob
 
+from core.endings import ended
+from core.job_state import now_iso
+from core.outbox import announce
+from core.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
+from core.settings import Settings, get_settings
+from core.store import ArtifactStore, make_store
 from models.training import TrainingDiverged
-from service.endings import ended
-from service.job_state import now_iso
-from service.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
-from service.settings import Settings, get_settings
-from service.store import ArtifactStore, make_store
-from service.webhooks import announce
 from worker.dispatch import run_kind
 from worker.errors import InputError, JobCanceled, ModelUnavailable, ModelUnreadable, WorkerStopping
 from worker.generate import run_samples

@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from rq.job import Job as RQJob
 
+from core import keys
+from core.job_state import now_iso
+from core.model_registry import CHECKPOINT_FILES, Registry, schedule_of
+from core.schemas.jobs import TrainJob
+from core.settings import Settings
+from core.store import ArtifactStore
 from models.datasets import DatasetError
 from models.training import TrainingDiverged
-from service import keys
-from service.job_state import now_iso
-from service.registry import CHECKPOINT_FILES, Registry, schedule_of
-from service.schemas.jobs import TrainJob
-from service.settings import Settings
-from service.store import ArtifactStore
 from worker.errors import InputError, JobCanceled
 from worker.hook import StepHook
 from worker.outputs import Outputs
@@ -86,7 +86,7 @@ class JobSink:
 
 
 def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dict[str, Any]:
-    """The registry's record of the model a job made (service/registry.py reads it)."""
+    """The registry's record of the model a job made (core/model_registry.py reads it)."""
     s = trained.summary
     return {
         "id": req.name,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from core.schemas.jobs import TrainJob
 from models.datasets import DatasetError, ImageDataset, load_dataset
 from models.figures import (
     class_samples,
@@ -51,7 +52,6 @@ from models.training import (
     use_bf16,
 )
 from models.unet import Net, set_memory_format
-from service.schemas.jobs import TrainJob
 
 FIGURE_IMAGES = 8  # test images in the noising and denoising figures
 PER_CLASS = 4  # samples of each class in a class model's epoch figure (the spec's 4)

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
+from core.schemas.jobs import Conditioned, JobBase, UpsampleJob
 from models.deepfloyd import low_res
 from models.forward import randn_like_per_sample
 from models.imageio import resize
 from models.processes import DDPM
 from models.sampling import generators, sample_loop, start
-from service.schemas.jobs import Conditioned, JobBase, UpsampleJob
 from worker.deepfloyd import IFModel, Stage
 from worker.errors import InputError
 from worker.generate import cfg_for, reporter

@@ -12,10 +12,10 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import Conn, Events, Owner, Repo, SettingsDep
+from service.error_docs import AUTHED, error_responses
 from service.job_stream import SEP, JobStream, job_events
 from service.routes import BEARER
 from service.routes.jobs import JobId
-from service.schemas.responses import AUTHED, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nothing between may keep or hold the stream

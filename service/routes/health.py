@@ -4,9 +4,9 @@ from fastapi import APIRouter
 from rq import Worker
 from starlette.concurrency import run_in_threadpool
 
+from core.errors import Unavailable
 from service.deps import Conn
-from service.errors import Unavailable
-from service.schemas.responses import error_responses
+from service.error_docs import error_responses
 
 router = APIRouter(tags=["health"])
 

@@ -8,15 +8,16 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Resp
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from core.errors import NotFound
+from core.job_state import artifact_key, to_view
+from core.model_registry import Registry
+from core.schemas.jobs import EXAMPLES, KINDS, AnyJob, JobRequest, TrainJob
+from core.schemas.responses import TERMINAL, Job, JobList, Status
 from service.admission import admit
 from service.deps import Conn, Events, Models, Owner, Repo, SettingsDep, Store
-from service.errors import NotFound
-from service.job_state import artifact_key, to_view
+from service.error_docs import AUTHED, error_responses
 from service.jobs import JobRepo, body_digest
-from service.registry import Registry
 from service.routes import BEARER
-from service.schemas.jobs import EXAMPLES, KINDS, AnyJob, JobRequest, TrainJob
-from service.schemas.responses import AUTHED, TERMINAL, Job, JobList, Status, error_responses
 from service.webhooks import check_enabled
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))

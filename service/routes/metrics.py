@@ -4,10 +4,10 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from service.admission import TRAIN_QUEUE
+from core.queues import TRAIN_QUEUE
 from service.deps import Conn, Models
+from service.error_docs import error_responses
 from service.metrics import render
-from service.schemas.responses import error_responses
 
 router = APIRouter(tags=["operations"])
 

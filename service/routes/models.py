@@ -5,13 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.catalog import ModelSpec
+from core.catalog import ModelSpec
+from core.errors import Conflict, NotFound
+from core.model_registry import Registry
+from core.model_status import as_loaded
+from core.schemas.responses import Model, ModelList
 from service.deps import Conn, Models, Owner, Store
-from service.errors import Conflict, NotFound
-from service.model_status import as_loaded
-from service.registry import Registry
+from service.error_docs import AUTHED, error_responses
 from service.routes import BEARER
-from service.schemas.responses import AUTHED, Model, ModelList, error_responses
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))
 ModelId = Annotated[str, Path(description="a model id from GET /v1/models", examples=["mnist-ddpm"])]

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from core.errors import InvalidRequest, MalformedRequest
+from core.schemas.responses import Upload
 from service.deps import Conn, Owner, SettingsDep, Store
-from service.errors import InvalidRequest, MalformedRequest
+from service.error_docs import AUTHED, error_responses
 from service.routes import BEARER
-from service.schemas.responses import AUTHED, Upload, error_responses
 from service.uploads import save_upload
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], dependencies=BEARER, responses=error_responses(*AUTHED))

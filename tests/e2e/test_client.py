@@ -6,9 +6,9 @@ import uuid
 import numpy as np
 import pytest
 
+from core.schemas.responses import Job
 from diffusion_jobs import client_errors as errors
 from diffusion_jobs.client import AsyncClient, Client, Preview
-from service.schemas.responses import Job
 from tests.helpers import SLOW_SAMPLE, TEST_KEYS, cli, decode, png, running_stack, stop
 
 DIGIT = {"dataset": "mnist-5k", "index": 0}

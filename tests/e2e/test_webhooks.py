@@ -19,8 +19,8 @@ import httpx
 import pytest
 import redis
 
+from core import keys
 from diffusion_jobs.redis_server import free_port
-from service import keys
 from tests.helpers import (
     NOISE,
     SLOW_SAMPLE,

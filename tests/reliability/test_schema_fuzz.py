@@ -22,9 +22,9 @@ import pytest
 import schemathesis
 from schemathesis import AuthContext, Case, HookContext
 
+from core.settings import Settings
 from scripts.fuzz_api import CONFIG_TOML, fuzz_stack
 from service.app import create_app
-from service.settings import Settings
 from tests.helpers import TEST_KEYS, Stack
 
 pytestmark = pytest.mark.slow

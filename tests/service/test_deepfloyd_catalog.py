@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from core.catalog import DIFFUSION, TEXT_TO_IMAGE, deepfloyd
+from core.settings import Settings
 from diffusion_jobs.supervisor import queues_to_serve
-from service.catalog import DIFFUSION, TEXT_TO_IMAGE, deepfloyd
-from service.settings import Settings
 from tests.tiny_if import STAGE1_SIZE, STAGE2_SIZE, build
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import InvalidRequest, PayloadTooLarge
-from service.images import ImageLimits, guard_decoder, probe_image
+from core.errors import InvalidRequest, PayloadTooLarge
+from core.images import ImageLimits, guard_decoder, probe_image
 from tests.helpers import png
 
 

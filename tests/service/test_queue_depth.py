@@ -3,10 +3,10 @@
 import pytest
 import redis
 
-from service.errors import Unavailable
+from core.errors import Unavailable
+from core.schemas.jobs import parse_job
+from core.settings import Settings
 from service.jobs import JobRepo
-from service.schemas.jobs import parse_job
-from service.settings import Settings
 from tests.helpers import NOISE, fresh_database
 
 OWNER = "depth-test"

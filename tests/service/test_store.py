@@ -5,7 +5,7 @@ import time
 import pytest
 import redis
 
-from service.store import FileStore, RedisStore, check_key
+from core.store import FileStore, RedisStore, check_key
 from tests.helpers import fresh_database
 
 

@@ -8,9 +8,9 @@ from pydantic import ValidationError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from service.errors import Conflict
-from service.registry import Registry, spec_of
-from service.schemas.jobs import TRAIN_DEFAULTS, TrainJob
+from core.errors import Conflict
+from core.model_registry import Registry, spec_of
+from core.schemas.jobs import TRAIN_DEFAULTS, TrainJob
 from tests.helpers import fresh_database
 
 BASE = {"kind": "train", "name": "my-model", "dataset": "mnist-5k"}
@@ -80,7 +80,7 @@ def test_a_name_is_claimed_once_until_its_job_ends(conn):
 
 
 def test_a_registered_model_is_its_owners_only_and_blocks_its_name(conn, tmp_path):
-    from service.store import FileStore
+    from core.store import FileStore
 
     record = {
         "id": "digits",

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from service.hf_sources import SourceMissing, read_config
-from service.settings import Settings
+from core.hf_sources import SourceMissing, read_config
+from core.queues import IF_QUEUE, MNIST_QUEUE
+from core.settings import Settings
 
 NETWORK_FREE = frozenset({"noise", "denoise.blur"})
 DIFFUSION = NETWORK_FREE | {
@@ -136,7 +137,7 @@ def _mnist(
         return ModelSpec(
             model_id,
             description,
-            "mnist",
+            MNIST_QUEUE,
             28,
             1,
             (0.0, 1.0),
@@ -149,7 +150,7 @@ def _mnist(
     return ModelSpec(
         model_id,
         description,
-        "mnist",
+        MNIST_QUEUE,
         28,
         1,
         (0.0, 1.0),
@@ -164,7 +165,6 @@ def _mnist(
 
 
 IF_ID = "deepfloyd-if"
-IF_QUEUE = "deepfloyd"
 IF_DESCRIPTION = "DeepFloyd IF through diffusers: stage I (64 px) and stage II (256 px), T5 text prompts (CS180 part A)"
 IF_DEFAULTS = {  # the course's: CFG 7, strided 990 -> 0 by 30; stage II as diffusers' IFSuperResolutionPipeline runs it
     "guidance_scale": 7.0,

@@ -10,8 +10,8 @@ from typing import Any
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
-from service import keys
-from service.schemas.responses import Artifact, Job, JobError, Progress
+from core import keys
+from core.schemas.responses import Artifact, Job, JobError, Progress
 
 QUEUED = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 WORKER_LOST = JobError(

@@ -17,18 +17,19 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
-from service import keys
-from service.catalog import DENOISER, DIFFUSION, UNCONDITIONAL, ModelSpec
-from service.errors import Conflict
-from service.job_state import status_and_error
-from service.schemas.responses import TERMINAL
-from service.store import ArtifactStore
+from core import keys
+from core.catalog import DENOISER, DIFFUSION, UNCONDITIONAL, ModelSpec
+from core.errors import Conflict
+from core.job_state import status_and_error
+from core.queues import MNIST_QUEUE
+from core.schemas.responses import TERMINAL
+from core.store import ArtifactStore
 
 CHECKPOINT_FILES = {
     "config.json": "application/json",
     "diffusion_pytorch_model.safetensors": "application/octet-stream",
 }
-TRAINED_QUEUE = "mnist"  # the in-house models' workers serve trained models too
+TRAINED_QUEUE = MNIST_QUEUE  # the in-house models' workers serve trained models too
 _RELEASE = """
 if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end
 return 0

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import redis
 
-from service.settings import Settings
+from core.settings import Settings
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 

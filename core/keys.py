@@ -64,7 +64,7 @@ def train_state(job_id: str) -> str:
 
 
 def model_status(model_id: str) -> str:
-    """A shipped model as the last worker to load it found it (JSON), or why it could not (service/model_status.py)."""
+    """A shipped model as the last worker to load it found it (JSON), or why it could not (core/model_status.py)."""
     return f"dj:model-status:{model_id}"
 
 

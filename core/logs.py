@@ -6,7 +6,6 @@ carries `job_id`, from a context variable that a `logging.Filter` copies onto ea
 log the first job's id as `job_id` and all of them as `batch_job_ids`.
 """
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -14,11 +13,9 @@ from logging import Filter, LogRecord
 from typing import Any, Literal
 
 from pythonjsonlogger.core import RESERVED_ATTRS
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 LogFormat = Literal["json", "text"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-JOB_PATH = re.compile(r"/v1/jobs/([^/]+)")
 
 _job_ids: ContextVar[tuple[str, ...]] = ContextVar("job_ids", default=())
 
@@ -43,29 +40,13 @@ class JobIdFilter(Filter):
         return True
 
 
-class JobIdMiddleware:
-    """Sets the job id of a request to /v1/jobs/{id}... for every line logged while it is served (pure ASGI, so
-    streamed responses keep it too)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = JOB_PATH.match(scope["path"]) if scope["type"] == "http" else None
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        with job_logging(match.group(1)):
-            await self.app(scope, receive, send)
-
-
 def log_config(log_format: LogFormat, level: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the root logger; uvicorn's loggers propagate to it (uvicorn applies it in
     each of its worker processes too)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"job_id": {"()": "service.logs.JobIdFilter"}},
+        "filters": {"job_id": {"()": "core.logs.JobIdFilter"}},
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",

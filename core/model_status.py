@@ -13,8 +13,8 @@ from dataclasses import replace
 import redis
 from redis.client import Pipeline
 
-from service import keys
-from service.catalog import ModelSpec
+from core import keys
+from core.catalog import ModelSpec
 
 Conn = redis.Redis | Pipeline
 

@@ -8,7 +8,7 @@ from limits import parse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.images import ImageLimits
+from core.images import ImageLimits
 
 
 class Settings(BaseSettings):
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(default=15.0, gt=0)
     redis_timeout_s: float = 3.0  # connect and socket timeout; past it the API answers 503
     log_level: str = Field(default="INFO")
-    log_format: Literal["json", "text"] = "json"  # json: one object per line (service/logs.py); text: for a terminal
+    log_format: Literal["json", "text"] = "json"  # json: one object per line (core/logs.py); text: for a terminal
     cuda_memory_fraction: float | None = Field(default=None, gt=0, le=1)  # a worker's cap on its GPU's memory
     # torch's threads in a sampling worker: on 2 shared cores with passive OpenMP waits, 1 was fastest at every batch
     # size measured (BENCHMARKS.md, "Batching"); a dedicated many-core CPU box may want more.

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.schemas.images import ImageInput
+from core.schemas.images import ImageInput
 
 MAX_LIST = 64
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 import redis
 from rq.job import Job as RQJob
 
-from service import keys
-from service.metrics import count_job_end
-from service.webhooks import outbox_record
+from core import keys
+from core.job_metrics import count_job_end
+from core.outbox import outbox_record
 
 log = logging.getLogger(__name__)
 

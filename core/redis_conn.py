@@ -2,7 +2,7 @@
 
 import redis
 
-from service.settings import Settings
+from core.settings import Settings
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
