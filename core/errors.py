@@ -1,4 +1,4 @@
-"""The errors the service raises, each one an error type of API.md. HTTP statuses are chosen in `service.app`.
+"""The errors the service raises, each one an error type of docs/api.md. HTTP statuses are chosen in `service.app`.
 
 ServiceError                 the base: `type`, `message` (one sentence a person can act on), `details`
 ├── MalformedRequest         400: the body is not what its media type says

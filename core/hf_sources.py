@@ -38,7 +38,7 @@ def read_config(source: str, filename: str, allow_download: bool = False) -> dic
     except LocalEntryNotFoundError as exc:
         raise SourceMissing(
             f"{source} is not a folder and its {filename} is not in the local Hugging Face cache "
-            "(README: serving the real model)"
+            "(docs/deepfloyd.md, 'Serving the real model')"
         ) from exc
     except FileNotFoundError as exc:
         raise SourceMissing(f"{source} has no {filename}") from exc

@@ -1,4 +1,4 @@
-"""How an RQ job reads as a Job of API.md: its status and error, derived from RQ's status and the job's meta.
+"""How an RQ job reads as a Job of docs/api.md: its status and error, derived from RQ's status and the job's meta.
 
 The worker writes `meta.outcome` when it ends a job itself (succeeded, a caller's input error, canceled); RQ's own
 status covers the rest: queued, running, retried after a lost worker, failed after the last attempt.
@@ -11,6 +11,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus
 
 from core import keys
+from core.rq_internals import lost_by_worker
 from core.schemas.responses import Artifact, Job, JobError, Progress
 
 QUEUED = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
@@ -46,8 +47,7 @@ def status_and_error(job: RQJob) -> tuple[str, JobError | None]:
     if status in (JobStatus.CANCELED, JobStatus.STOPPED):
         return "canceled", None
     if status == JobStatus.FAILED:
-        last = job.latest_result()
-        if last is not None and "AbandonedJobError" in (last.exc_string or ""):
+        if lost_by_worker(job.latest_result()):
             return "failed", WORKER_LOST
         error = meta.get("error")
         return "failed", JobError(**error) if error else INTERNAL

@@ -18,9 +18,10 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
 from core import keys
-from core.catalog import DENOISER, DIFFUSION, UNCONDITIONAL, ModelSpec
+from core.catalog import DENOISER, DIFFUSION, UNCONDITIONAL
 from core.errors import Conflict
 from core.job_state import status_and_error
+from core.model_spec import ModelSpec
 from core.queues import MNIST_QUEUE
 from core.schemas.responses import TERMINAL
 from core.store import ArtifactStore
@@ -78,7 +79,7 @@ def spec_of(record: dict[str, Any]) -> ModelSpec:
     )
 
 
-class Registry:
+class ModelRegistry:
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
 

@@ -14,7 +14,7 @@ import redis
 from redis.client import Pipeline
 
 from core import keys
-from core.catalog import ModelSpec
+from core.model_spec import ModelSpec
 
 Conn = redis.Redis | Pipeline
 

@@ -14,7 +14,7 @@ import redis
 from rq.job import Job as RQJob
 
 from core import keys
-from core.schemas.jobs import WebhookEvent
+from core.kinds.base import WebhookEvent
 
 log = logging.getLogger(__name__)
 DEFAULT_EVENTS = ("completed",)

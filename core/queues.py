@@ -1,4 +1,4 @@
-"""The RQ queues' names: one per pool of workers (DESIGN in docs/architecture.md, "Queues")."""
+"""The RQ queues' names: one per pool of workers (docs/architecture.md, "Queues")."""
 
 MNIST_QUEUE = "mnist"  # the in-house models, shipped and trained
 IF_QUEUE = "deepfloyd"  # DeepFloyd IF

@@ -1,4 +1,4 @@
-"""Every setting of the service and its workers, read from the environment (API.md, "Configuration")."""
+"""Every setting of the service and its workers, read from the environment (docs/api.md, "Configuration")."""
 
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/data")  # datasets: mnist/, fashion-mnist/, image folders
     models_dir: Path = Path("var/models")  # local copies of trained models
     checkpoints_dir: Path | None = None  # the shipped models' checkpoints; default: the `models` package's
-    # DeepFloyd IF (README, "Part A on DeepFloyd IF"): each stage a local folder or a hub id in the local HF cache.
+    # DeepFloyd IF (docs/deepfloyd.md): each stage a local folder or a hub id in the local HF cache.
     deepfloyd_stage1: str | None = None
     deepfloyd_stage2: str | None = None
     deepfloyd_prompt_embeds: Path | None = None  # a torch.save'd {prompt: (1, L, D) tensor}: no text encoder at all
@@ -40,11 +40,11 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = None  # filesystem backend root; default var_dir / "artifacts"
     artifact_ttl_s: int = 24 * 3600  # artifacts, uploads and finished jobs live this long
 
-    # Limits (API.md: 413, 415, 422, 503).
+    # Limits (docs/api.md: 413, 415, 422, 503).
     max_body_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     max_image_side: int = 8192
-    # A deployment may lower the schema's own caps (API.md: 422 naming the field).
+    # A deployment may lower the schema's own caps (docs/api.md: 422 naming the field).
     max_n: int = Field(default=64, ge=1, le=64)  # images per job
     max_steps: int = Field(default=1000, ge=1, le=1000)  # sampling steps a job may ask for
     max_epochs: int = Field(default=500, ge=1, le=500)
@@ -52,10 +52,10 @@ class Settings(BaseSettings):
     max_queue_depth: int = 10_000
     max_wait_s: float = 60.0  # `Prefer: wait` and `?wait=`
     max_list_limit: int = 100
-    rate_limit_writes: str = "600/minute"  # per key (API.md: 429): POST and DELETE requests
+    rate_limit_writes: str = "600/minute"  # per key (docs/api.md: 429): POST and DELETE requests
     rate_limit_reads: str = "6000/minute"  # per key: every other request
 
-    # Webhooks (README, "Webhooks").
+    # Webhooks (docs/client.md, "Webhooks").
     webhook_secret: str | None = None  # the HMAC-SHA256 key of every POST's signature; unset: jobs may not ask one
     webhook_max_attempts: int = Field(default=6, ge=1, le=100)  # tries of one delivery before it is dropped
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)  # one try's connect-to-response limit
@@ -74,11 +74,15 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"  # json: one object per line (core/logs.py); text: for a terminal
     cuda_memory_fraction: float | None = Field(default=None, gt=0, le=1)  # a worker's cap on its GPU's memory
     # torch's threads in a sampling worker: on 2 shared cores with passive OpenMP waits, 1 was fastest at every batch
-    # size measured (BENCHMARKS.md, "Batching"); a dedicated many-core CPU box may want more.
+    # size measured (BENCHMARKS.md, "Cross-job batching"); a dedicated many-core CPU box may want more.
     inference_threads: int = Field(default=1, ge=1, le=256)
-    # Cross-job batching (README, "Batching"): compatible queued `sample` jobs run as one loop, at most MAX_N images.
+    # Cross-job batching (docs/operations/scaling.md, "Batching"): compatible queued `sample` jobs run as one loop,
+    # at most MAX_N images.
     batch_max_jobs: int = Field(default=32, ge=1, le=256)  # 1: every job alone
     batch_wait_ms: float = Field(default=20.0, ge=0, le=5000)  # how long a batch waits to fill, once it has two
+    # Job kinds of the deployment's own (docs/architecture.md, "Adding a job kind"): comma-separated packages, each
+    # with a `kind` module (imported by the API and the workers) and a `runner` module (imported by the workers).
+    extra_kinds: str = ""
 
     @field_validator(
         "deepfloyd_stage1", "deepfloyd_stage2", "deepfloyd_variant", "deepfloyd_prompt_embeds", mode="before"
@@ -92,6 +96,10 @@ class Settings(BaseSettings):
     def _a_rate(cls, value: str) -> str:
         parse(value)  # "N/second|minute|hour|day"; a ValueError names what it could not read
         return value
+
+    @property
+    def extra_kind_packages(self) -> list[str]:
+        return [p.strip() for p in self.extra_kinds.split(",") if p.strip()]
 
     @property
     def key_list(self) -> list[str]:

@@ -19,8 +19,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from tqdm import tqdm
 
+from core.kinds import registered
+from core.kinds.base import JobBase
 from core.schemas.images import ImageInput
-from core.schemas.jobs import AnyJob, JobBase
 from core.schemas.responses import TERMINAL, Job, Status
 from diffusion_jobs.client import Client
 from diffusion_jobs.client_errors import ApiError
@@ -30,7 +31,7 @@ Convert = Callable[[str], Any]
 
 
 def image_input(text: str) -> dict[str, Any] | Path:
-    """An image input of API.md from one word; a Path is a file to upload before the job is posted."""
+    """An image input of docs/api.md from one word; a Path is a file to upload before the job is posted."""
     source, _, rest = text.partition(":")
     if source == "dataset" and rest.count(":") >= 1:
         name, _, index = rest.rpartition(":")
@@ -111,7 +112,7 @@ def option(field: FieldInfo) -> tuple[dict[str, Any], bool]:
 
 
 def job_kinds() -> dict[str, type[JobBase]]:
-    return {get_args(cls.model_fields["kind"].annotation)[0]: cls for cls in get_args(AnyJob)}
+    return {name: kind.schema for name, kind in registered().items()}
 
 
 def add_submit(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -1,4 +1,4 @@
-"""What the Python client raises: one class per error type of API.md, and the outcomes of waiting on a job.
+"""What the Python client raises: one class per error type of docs/api.md, and the outcomes of waiting on a job.
 
 ClientError                  the base of everything the client raises itself (transport errors stay httpx's)
 ├── ApiError                 an error answer of the API: `status`, `type`, `message`, `details`

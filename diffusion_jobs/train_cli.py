@@ -14,11 +14,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from core.settings import get_settings
+
+if TYPE_CHECKING:  # torch loads only once a run starts
+    from worker.trainer import TrainingProgress
 
 FIELDS: list[tuple[str, type, str]] = [
     ("conditioning", str, "none (denoiser), time or class (default for ddpm and flow)"),
@@ -93,7 +96,7 @@ class FolderSink:
     def save_state(self, data: bytes) -> None:
         self._write("state.pt", data)
 
-    def training(self, p: Any) -> None:
+    def training(self, p: "TrainingProgress") -> None:
         if self.bar.total != p.total:
             self.bar.reset(total=p.total)
             self.bar.update(p.step - 1)
@@ -110,7 +113,8 @@ class FolderSink:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from core.schemas.jobs import TrainJob
+    from core.kinds.base import Admitted
+    from core.kinds.train import TrainJob
     from models.datasets import DatasetError
     from models.training import TrainingDiverged
     from worker.trainer import load_data, run_training
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     sink = FolderSink(args.out, args.resume)
     try:
-        trained = run_training(req, data, sink)
+        trained = run_training(Admitted(req, args.seed), data, sink)
     except TrainingDiverged as exc:
         sink.bar.close()
         sys.stderr.write(f"{exc}\n")

@@ -1,4 +1,5 @@
-"""The one sampling loop: every technique is a start, a guidance rule and a constraint around it (DESIGN.md).
+"""The one sampling loop: every technique is a start, a guidance rule and a constraint around it
+(docs/architecture.md, "The sampling loop").
 
 Images are (B, C, H, W) in the model's value range. Randomness comes from one generator per sample, so a sample
 never depends on its batch-mates: the same seed gives the same pixels in any batch.

@@ -45,8 +45,8 @@ Objective = Literal["denoiser", "ddpm", "flow"]
 OBJECTIVES: tuple[Objective, ...] = ("denoiser", "ddpm", "flow")
 Arch = Literal["cs180", "unet2d"]
 ARCHS: tuple[Arch, ...] = ("cs180", "unet2d")
-Schedule = Literal["linear", "cosine"]
-SCHEDULES: tuple[Schedule, ...] = ("linear", "cosine")
+BetaScheduleName = Literal["linear", "cosine"]
+SCHEDULES: tuple[BetaScheduleName, ...] = ("linear", "cosine")
 Loss = Literal["l2", "l1"]
 LOSSES: dict[Loss, Callable[..., Tensor]] = {"l2": F.mse_loss, "l1": F.l1_loss}
 LossWeight = Literal["uniform", "v", "min-snr"]
@@ -78,7 +78,7 @@ class TrainConfig:
     fused_adam: bool = False  # Adam's fused kernel (one kernel for all parameters) instead of the for-each one
     compile: bool = False  # the forward (and so the backward) pass under torch.compile; the first step compiles
     arch: Arch = "cs180"  # the network of `build_model`: the spec's CS180UNet, or diffusers' UNet2DModel ("unet2d")
-    schedule: Schedule = "linear"  # ddpm: the beta schedule ("cosine": Improved DDPM's, ignores the beta range)
+    schedule: BetaScheduleName = "linear"  # ddpm: the beta schedule ("cosine": Improved DDPM's, ignores the beta range)
     loss: Loss = "l2"  # the distance between prediction and target: "l2" (mean squared error, the specs) or "l1"
     loss_weight: LossWeight = "uniform"  # ddpm: each timestep's weight in the loss (models/schedules.eps_loss_weights)
 
@@ -119,7 +119,7 @@ class TrainState(TypedDict):
     config: dict[str, Any]  # the TrainConfig, as a dict
 
 
-OnStep = Callable[[int, int, int, float], None]  # (epoch, step, steps_per_epoch, loss); raise to stop
+OnBatch = Callable[[int, int, int, float], None]  # (epoch, batch, batches_per_epoch, loss), per step; raise to stop
 OnEpoch = Callable[[int, TrainState], None]  # (epoch just done, 0-based; the state after it)
 
 
@@ -296,104 +296,121 @@ def train(
     images: Tensor,  # (N, C, H, W) float in [0, 1]
     labels: Tensor | None,  # (N,) int64, or None for an unconditional model
     config: TrainConfig,
-    on_step: OnStep | None = None,
+    on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     state: TrainState | None = None,
 ) -> TrainResult:
     """Train `model` in place (on its device) for config.epochs epochs, or what is left of them after `state`."""
     _check_inputs(model, images, labels, config)
-    dev = next(model.parameters()).device
-    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    set_memory_format(model, fmt)
-    images = images.to(dev)
-    labels = labels.to(dev, torch.long) if labels is not None else None
-    schedule = make_schedule(config.schedule, config.num_timesteps, config.beta_start, config.beta_end)
-    abar = schedule.alphas_cumprod.to(dev)
-    weights = None if config.loss_weight == "uniform" else eps_loss_weights(config.loss_weight, abar).to(dev)
-    gen = torch.Generator().manual_seed(derived_seed(config.seed, NOISE))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=config.fused_adam or None)
-    gamma = config.lr_final_ratio ** (1.0 / config.epochs)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    ema = EMA(model, config.ema_decay)
-    forward: Callable[..., Tensor] = torch.compile(model) if config.compile else model
-    conditioned = model.config["num_classes"] > 0
-    result = TrainResult(model, ema.model, images.shape[0])
-    start, step = 0, 0
+    loop = _Loop(model, images, labels, config)
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.model.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["noise_rng"])
-        start, step = state["epoch"], state["step"]
-        ema.updates = step
-        result.epoch_losses = list(state["epoch_losses"])
-        result.step_losses = list(state["step_losses"])
-        result.epoch_seconds = list(state["epoch_seconds"])
-
-    N, B = images.shape[0], config.batch_size
-    steps_per_epoch = -(-N // B)
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        model.train()
-        order = torch.randperm(N, generator=torch.Generator().manual_seed(derived_seed(config.seed, SHUFFLE, epoch)))
-        order = order.to(dev)
-        total = 0.0
-        for i in range(steps_per_epoch):
-            idx = order[i * B : (i + 1) * B]  # (B,)
-            x = images[idx].contiguous(memory_format=fmt)  # (B, C, H, W)
-            y = labels[idx] if labels is not None else None
-            loss = _objective_loss(forward, x, y, config, abar, weights, gen, conditioned)
-            value = float(loss.item())
-            first = result.step_losses[0] if result.step_losses else value
-            if not math.isfinite(value) or value > DIVERGED_FACTOR * first:
-                lr = optimizer.param_groups[0]["lr"]
-                grown = f", {value / first:.3g} times its first value" if math.isfinite(value) else ""
-                raise TrainingDiverged(
-                    f"the loss became {value:.4g} at epoch {epoch + 1}, step {i + 1}{grown} (learning rate {lr:.3g}): "
-                    "lower `lr`"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            ema.update(model)
-            step += 1
-            total += value
-            result.step_losses.append(value)
-            if on_step is not None:
-                on_step(epoch, i, steps_per_epoch, value)
-        scheduler.step()
-        result.epoch_losses.append(total / steps_per_epoch)
-        result.epoch_seconds.append(time.perf_counter() - began)
+        loop.resume(state)
+    for epoch in range(loop.start, config.epochs):
+        loop.run_epoch(epoch, on_batch)
         if on_epoch is not None:
-            on_epoch(epoch, _state(epoch + 1, step, model, ema, optimizer, scheduler, gen, result, config))
+            on_epoch(epoch, loop.state(epoch + 1))
     model.eval()
-    return result
+    return loop.result
 
 
-def _state(
-    epoch: int,
-    step: int,
-    model: nn.Module,
-    ema: EMA,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    gen: torch.Generator,
-    result: TrainResult,
-    config: TrainConfig,
-) -> TrainState:
-    return TrainState(
-        epoch=epoch,
-        step=step,
-        model=_snapshot(model.state_dict()),
-        ema=_snapshot(ema.model.state_dict()),
-        optimizer=_snapshot(optimizer.state_dict()),
-        scheduler=_snapshot(scheduler.state_dict()),
-        noise_rng=gen.get_state(),
-        epoch_losses=list(result.epoch_losses),
-        step_losses=list(result.step_losses),
-        epoch_seconds=list(result.epoch_seconds),
-        config=asdict(config),
-    )
+class _Loop:
+    """One call of `train`: the data on the model's device, the optimizer with its learning-rate schedule, the EMA,
+    the NOISE stream, and the result so far."""
+
+    def __init__(self, model: Net, images: Tensor, labels: Tensor | None, config: TrainConfig) -> None:
+        dev = next(model.parameters()).device
+        self.model, self.config = model, config
+        self.fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+        set_memory_format(model, self.fmt)
+        self.images = images.to(dev)
+        self.labels = labels.to(dev, torch.long) if labels is not None else None
+        schedule = make_schedule(config.schedule, config.num_timesteps, config.beta_start, config.beta_end)
+        self.abar = schedule.alphas_cumprod.to(dev)
+        uniform = config.loss_weight == "uniform"
+        self.weights = None if uniform else eps_loss_weights(config.loss_weight, self.abar).to(dev)
+        self.gen = torch.Generator().manual_seed(derived_seed(config.seed, NOISE))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=config.fused_adam or None)
+        gamma = config.lr_final_ratio ** (1.0 / config.epochs)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
+        self.ema = EMA(model, config.ema_decay)
+        self.forward: Callable[..., Tensor] = torch.compile(model) if config.compile else model
+        self.conditioned = model.config["num_classes"] > 0
+        self.result = TrainResult(model, self.ema.model, images.shape[0])
+        self.start, self.step = 0, 0  # the first epoch to run; optimizer steps done
+        self.steps_per_epoch = -(-images.shape[0] // config.batch_size)
+
+    def resume(self, state: TrainState) -> None:
+        """Goes on exactly where `state` stopped: weights, EMA, optimizer, schedule, noise stream and history."""
+        self.model.load_state_dict(state["model"])
+        self.ema.model.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["noise_rng"])
+        self.start, self.step = state["epoch"], state["step"]
+        self.ema.updates = self.step
+        self.result.epoch_losses = list(state["epoch_losses"])
+        self.result.step_losses = list(state["step_losses"])
+        self.result.epoch_seconds = list(state["epoch_seconds"])
+
+    def run_epoch(self, epoch: int, on_batch: OnBatch | None) -> None:
+        """One pass over the images in the epoch's shuffled order, then the learning rate's decay."""
+        began = time.perf_counter()
+        self.model.train()
+        N, B = self.images.shape[0], self.config.batch_size
+        shuffle = torch.Generator().manual_seed(derived_seed(self.config.seed, SHUFFLE, epoch))
+        order = torch.randperm(N, generator=shuffle).to(self.images.device)
+        total = 0.0
+        for i in range(self.steps_per_epoch):
+            idx = order[i * B : (i + 1) * B]  # (B,)
+            x = self.images[idx].contiguous(memory_format=self.fmt)  # (B, C, H, W)
+            y = self.labels[idx] if self.labels is not None else None
+            value = self.batch(x, y, epoch, i)
+            total += value
+            if on_batch is not None:
+                on_batch(epoch, i, self.steps_per_epoch, value)
+        self.scheduler.step()
+        self.result.epoch_losses.append(total / self.steps_per_epoch)
+        self.result.epoch_seconds.append(time.perf_counter() - began)
+
+    def batch(self, x: Tensor, y: Tensor | None, epoch: int, i: int) -> float:
+        """One optimizer step on batch `i` of `epoch`; its loss. Raises TrainingDiverged before touching weights."""
+        loss = _objective_loss(self.forward, x, y, self.config, self.abar, self.weights, self.gen, self.conditioned)
+        value = float(loss.item())
+        self.check_diverged(value, epoch, i)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        self.result.step_losses.append(value)
+        return value
+
+    def check_diverged(self, value: float, epoch: int, i: int) -> None:
+        """Raises TrainingDiverged for a loss that is not finite, or DIVERGED_FACTOR times the run's first."""
+        first = self.result.step_losses[0] if self.result.step_losses else value
+        if math.isfinite(value) and value <= DIVERGED_FACTOR * first:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        grown = f", {value / first:.3g} times its first value" if math.isfinite(value) else ""
+        raise TrainingDiverged(
+            f"the loss became {value:.4g} at epoch {epoch + 1}, step {i + 1}{grown} (learning rate {lr:.3g}): "
+            "lower `lr`"
+        )
+
+    def state(self, epochs_done: int) -> TrainState:
+        """A copy of everything needed to resume after `epochs_done` epochs (what `on_epoch` receives)."""
+        return TrainState(
+            epoch=epochs_done,
+            step=self.step,
+            model=_snapshot(self.model.state_dict()),
+            ema=_snapshot(self.ema.model.state_dict()),
+            optimizer=_snapshot(self.optimizer.state_dict()),
+            scheduler=_snapshot(self.scheduler.state_dict()),
+            noise_rng=self.gen.get_state(),
+            epoch_losses=list(self.result.epoch_losses),
+            step_losses=list(self.result.step_losses),
+            epoch_seconds=list(self.result.epoch_seconds),
+            config=asdict(self.config),
+        )

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tests.helpers import Stack
 
 # Every check is on: schemathesis's default (`--checks all` would also switch on the one check switched off below).
-# Where API.md answers otherwise than a check assumes, the check learns API.md's answer, citing the line of API.md.
+# Where docs/api.md answers otherwise than a check assumes, the check learns docs/api.md's answer, citing its line.
 CONFIG_TOML = """
 [generation]
 mode = "all"  # positive and negative data: invalid input must get a 4xx, never a 5xx
@@ -42,19 +42,19 @@ mode = "all"  # positive and negative data: invalid input must get a 4xx, never 
 [cache]
 enabled = false  # no replay of an earlier run's failures (and no .schemathesis/ folder): each run is its seed's
 
-# API.md, Conventions: 422 is "a well-formed request that breaks a rule". A model id must name a model that can
+# docs/api.md, Conventions: 422 is "a well-formed request that breaks a rule". A model id must name a model that can
 # run the kind, an image input must give exactly one form, an upload or earlier job must be the caller's: rules of
 # the service's state or across fields, which a schema cannot state. So a schema-valid job may be answered 422.
 [[operations]]
 include-name = "POST /v1/jobs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "404", "409", "422", "429", "5xx"]
 
-# API.md: a cursor is the `next_cursor` the server gave (422 otherwise); the schema can only say "a string".
+# docs/api.md: a cursor is the `next_cursor` the server gave (422 otherwise); the schema can only say "a string".
 [[operations]]
 include-name = "GET /v1/jobs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "404", "409", "422", "429", "5xx"]
 
-# API.md and issue 6: an upload must be a PNG, JPEG or WebP whose bytes are what its type says (415), and whose
+# docs/api.md and issue 6: an upload must be a PNG, JPEG or WebP whose bytes are what its type says (415), and whose
 # decoded pixels fit the limit (413); an empty body is 422. The schema can only say "binary".
 [[operations]]
 include-name = "POST /v1/uploads"
@@ -62,7 +62,7 @@ checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "404", "409", "413", "415", "422", "429", "5xx",
 ]
 
-# API.md: `DELETE /v1/jobs/{id}` cancels a job ("cancel; idempotent"), it does not delete it: the job stays
+# docs/api.md: `DELETE /v1/jobs/{id}` cancels a job ("cancel; idempotent"), it does not delete it: the job stays
 # readable, `canceled` (or as it ended, if it had), with its artifacts. A read after it is not a use after free.
 # The check stays on for models, which DELETE does remove.
 [[operations]]

@@ -1,4 +1,4 @@
-"""Make the README's gallery with a running service: every picture is a job's artifact, fetched over HTTP.
+"""Make the gallery (docs/gallery.md) with a running service: every picture is a job's artifact, fetched over HTTP.
 
     make run                                      # in another terminal (or any deployment: --url, --key)
     .venv/bin/python scripts/gallery.py [--url http://127.0.0.1:8000] [--out docs/gallery]

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=done, unit="step", desc=args.name, dynamic_ncols=True)
     last = [time.perf_counter()]
 
-    def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+    def on_batch(epoch: int, step: int, steps: int, loss: float) -> None:
         now = time.perf_counter()
         rate = min(config.batch_size, train_size - step * config.batch_size) / max(now - last[0], 1e-9)
         last[0] = now
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp.replace(state_path)  # atomic: a kill never leaves half a state
         bar.write(f"epoch {epoch + 1}: loss {st['epoch_losses'][-1]:.5f}, {st['epoch_seconds'][-1]:.1f} s")
 
-    result = train(model, images, labels, config, on_step=on_step, on_epoch=on_epoch, state=state)
+    result = train(model, images, labels, config, on_batch=on_batch, on_epoch=on_epoch, state=state)
     bar.close()
 
     ema = result.ema

@@ -1,10 +1,10 @@
-"""The FastAPI application: state, background tasks, and the one error envelope of API.md for every failure."""
+"""The FastAPI application: state, background tasks, and the one error envelope of docs/api.md for every failure."""
 
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
 import redis
@@ -126,26 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guard_decoder(settings.image_limits)
     conn = sync_client(settings)
     known_models = builtin_models(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        queues = sorted({m.queue for m in known_models.values()} | {TRAIN_QUEUE})
-        tasks = [
-            asyncio.create_task(app.state.events.run()),
-            asyncio.create_task(run_reaper(conn, settings, queues)),
-            asyncio.create_task(Deliverer(conn, settings).run()),  # webhooks (service/webhook_delivery.py)
-        ]
-        yield
-        for task in tasks:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-        conn.close()
-
     app = FastAPI(
         title="diffusion-jobs",
         version="1",
-        lifespan=lifespan,
+        lifespan=background_tasks(conn, settings, sorted({m.queue for m in known_models.values()} | {TRAIN_QUEUE})),
         description="A REST inference service with a job queue for diffusion models.",
         docs_url=None,  # served offline by service/docs.py
         redoc_url=None,
@@ -162,6 +146,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     playground.install(app)
     add_docs(app)
+    add_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(JobIdMiddleware)  # outermost: every line about a job carries its id
+    return app
+
+
+def background_tasks(
+    conn: redis.Redis, settings: Settings, queues: list[str]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the change events' reader, the reaper (of `queues`) and the webhooks' deliverer run while
+    it serves; then they are canceled and the Redis connection closed."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(app.state.events.run()),
+            asyncio.create_task(run_reaper(conn, settings, queues)),
+            asyncio.create_task(Deliverer(conn, settings).run()),  # webhooks (service/webhook_delivery.py)
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        conn.close()
+
+    return lifespan
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as the API's envelope (docs/api.md, "Errors")."""
     app.add_exception_handler(errors.ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
@@ -169,6 +184,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(redis.TimeoutError, on_redis_error)
     app.add_exception_handler(redis.ResponseError, on_redis_reply)
     app.add_exception_handler(Exception, on_unexpected)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(JobIdMiddleware)  # outermost: every line about a job carries its id
-    return app

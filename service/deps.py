@@ -8,7 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
-from core.catalog import ModelSpec
+from core.model_spec import ModelSpec
 from core.settings import Settings
 from core.store import ArtifactStore
 from service.auth import owner_of
@@ -16,40 +16,40 @@ from service.events import JobEvents
 from service.jobs import JobRepo
 
 
-async def get_settings(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-async def get_conn(request: Request) -> redis.Redis:
+async def conn_of(request: Request) -> redis.Redis:
     conn: redis.Redis = request.app.state.conn
     return conn
 
 
-async def get_repo(request: Request) -> JobRepo:
+async def repo_of(request: Request) -> JobRepo:
     repo: JobRepo = request.app.state.repo
     return repo
 
 
-async def get_store(request: Request) -> ArtifactStore:
+async def store_of(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.store
     return store
 
 
-async def get_events(request: Request) -> JobEvents:
+async def events_of(request: Request) -> JobEvents:
     events: JobEvents = request.app.state.events
     return events
 
 
-async def get_models(request: Request) -> dict[str, ModelSpec]:
+async def models_of(request: Request) -> dict[str, ModelSpec]:
     models: dict[str, ModelSpec] = request.app.state.models
     return models
 
 
 Owner = Annotated[str, Depends(owner_of)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-Conn = Annotated[redis.Redis, Depends(get_conn)]
-Repo = Annotated[JobRepo, Depends(get_repo)]
-Store = Annotated[ArtifactStore, Depends(get_store)]
-Events = Annotated[JobEvents, Depends(get_events)]
-Models = Annotated[dict[str, ModelSpec], Depends(get_models)]
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+Conn = Annotated[redis.Redis, Depends(conn_of)]
+Repo = Annotated[JobRepo, Depends(repo_of)]
+Store = Annotated[ArtifactStore, Depends(store_of)]
+Events = Annotated[JobEvents, Depends(events_of)]
+Models = Annotated[dict[str, ModelSpec], Depends(models_of)]

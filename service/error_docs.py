@@ -6,7 +6,7 @@ from typing import Any
 from core.schemas.responses import ErrorBody
 
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
-ERRORS: dict[int, tuple[str, dict[str, Any]]] = {  # API.md, "Conventions": what each status means, its headers
+ERRORS: dict[int, tuple[str, dict[str, Any]]] = {  # docs/api.md, "Conventions": what each status means, its headers
     400: ("Malformed: the body is not what its media type says.", {}),
     401: ("No API key, or a wrong one.", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
     404: ("Unknown, or not the caller's.", {}),
@@ -21,7 +21,7 @@ AUTHED = (401, 429, 503)  # every route that takes a key: refused without one, r
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` of a route: the error envelope at each of `codes`, with the headers API.md promises."""
+    """The `responses=` of a route: the error envelope at each of `codes`, with the headers docs/api.md promises."""
     return {
         code: {"model": ErrorBody, "description": ERRORS[code][0]}
         | ({"headers": {k: {**v, "required": True} for k, v in ERRORS[code][1].items()}} if ERRORS[code][1] else {})

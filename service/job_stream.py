@@ -1,4 +1,4 @@
-"""A job's live events (API.md: GET /v1/jobs/{id}/events): what the stream sends, and the ids it sends it under.
+"""A job's live events (docs/api.md: GET /v1/jobs/{id}/events): what the stream sends, and the ids it sends it under.
 
 Event ids: one counter per job (`keys.event_ids`), bumped by whoever first OBSERVES a change, never by the writers.
 Each time a stream reads the job, one Lua call compares a digest of the Job JSON (and the `at` stamp of the job's

@@ -22,11 +22,12 @@ from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
 from core import keys
-from core.endings import ended
+from core.endings import record_endings
 from core.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from core.events import job_changed
 from core.job_state import now_iso, status_and_error
-from core.schemas.jobs import JobBase
+from core.kinds.base import JobBase
+from core.rq_internals import job_from_hash, job_key, queue_key
 from core.schemas.responses import TERMINAL
 from core.settings import Settings
 
@@ -126,7 +127,7 @@ class JobRepo:
             )
             pipe.zadd(keys.owner_jobs(owner), {job_id: now})
             pipe.zremrangebyscore(keys.owner_jobs(owner), 0, now - ttl)
-            pipe.llen(queue.key)
+            pipe.llen(queue_key(queue))
             depth = int(pipe.execute()[-1])
         if depth > self.settings.max_queue_depth and self._take_back(queue, owner, job_id):
             raise Unavailable(f"The {queue_name} queue is full; retry later.", retry_after=10)
@@ -135,10 +136,10 @@ class JobRepo:
 
     def _take_back(self, queue: Queue, owner: str, job_id: str) -> bool:
         """Removes a job just queued past the limit; False when a worker has dequeued it already (it then stays)."""
-        if not self.conn.lrem(queue.key, 1, job_id):
+        if not self.conn.lrem(queue_key(queue), 1, job_id):
             return False
         with self.conn.pipeline() as pipe:
-            pipe.delete(RQJob.key_for(job_id))
+            pipe.delete(job_key(job_id))
             pipe.zrem(keys.owner_jobs(owner), job_id)
             pipe.execute()
         return True
@@ -180,7 +181,7 @@ class JobRepo:
             job.cancel()
             job.meta["finished_at"] = now_iso()
             job.save_meta()
-            ended(self.conn, [job], "canceled")
+            record_endings(self.conn, [job], "canceled")
         job_changed(self.conn, job_id)
         return self.fetch(owner, job_id)
 
@@ -190,15 +191,11 @@ def fetch_many(conn: redis.Redis, job_ids: list[str]) -> list[RQJob | None]:
     `maxmemory`, and reading the jobs must work then too."""
     with conn.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hgetall(RQJob.key_for(job_id))
+            pipe.hgetall(job_key(job_id))
         rows = pipe.execute()
     jobs: list[RQJob | None] = []
     for job_id, row in zip(job_ids, rows, strict=True):
-        job = None
-        if row:
-            job = RQJob(job_id, connection=conn, serializer=JSONSerializer)
-            job.restore(row)
-        jobs.append(job)
+        jobs.append(job_from_hash(conn, job_id, row) if row else None)
     return jobs
 
 

@@ -21,13 +21,12 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from rq import Queue, Worker
-from rq.registry import StartedJobRegistry
+from rq import Queue
 from rq.serializers import JSONSerializer
-from rq.worker_registration import get_keys
 
 from core import keys
 from core.job_metrics import BUCKETS, SEP
+from core.rq_internals import queue_key, started_count, worker_key, worker_keys
 
 
 def _fields(conn: redis.Redis, key: str) -> Iterator[tuple[list[str], float]]:
@@ -82,10 +81,9 @@ class RedisCollector(Collector):
         workers = GaugeMetricFamily("diffusion_jobs_workers", "Workers alive, per queue.", labels=["queue"])
         for name in self.queues:
             queue = Queue(name, connection=self.conn, serializer=JSONSerializer)
-            depth.add_metric([name], self.conn.llen(queue.key))
-            registry = StartedJobRegistry(name, connection=self.conn, serializer=JSONSerializer)
-            running.add_metric([name], registry.get_job_count(cleanup=False))  # the reaper cleans it, not a scrape
-            workers.add_metric([name], len(_alive(self.conn, get_keys(queue=queue))))
+            depth.add_metric([name], self.conn.llen(queue_key(queue)))
+            running.add_metric([name], started_count(self.conn, name))  # the reaper cleans it, not a scrape
+            workers.add_metric([name], len(_alive(self.conn, worker_keys(queue))))
         yield from (depth, running, workers)
 
     def _gpu(self) -> Metric:
@@ -95,10 +93,9 @@ class RedisCollector(Collector):
             labels=["worker", "kind"],
         )
         rows = list(_fields(self.conn, keys.METRICS_GPU))
-        prefix = Worker.redis_worker_namespace_prefix
-        live = _alive(self.conn, {prefix + worker for (worker, _), _ in rows})
+        live = _alive(self.conn, {worker_key(worker) for (worker, _), _ in rows})
         for (worker, kind), value in rows:
-            if prefix + worker in live:
+            if worker_key(worker) in live:
                 family.add_metric([worker, kind], value)
         return family
 

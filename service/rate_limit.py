@@ -1,4 +1,4 @@
-"""Per-key request rates (API.md: 429 with `Retry-After`), counted in Redis so every API process shares them.
+"""Per-key request rates (docs/api.md: 429 with `Retry-After`), counted in Redis so every API process shares them.
 
 The `limits` library's sliding-window counter (one Lua call per request): writes (POST, DELETE) and reads have a
 budget each, so a client polling its jobs never uses up its submissions. When Redis is out of memory the check lets

@@ -8,14 +8,13 @@ import asyncio
 import logging
 
 import redis
-from rq.registry import StartedJobRegistry
-from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
 from core import keys
-from core.endings import ended
+from core.endings import record_endings
 from core.events import job_changed
 from core.job_state import status_and_error
+from core.rq_internals import reap_abandoned
 from core.settings import Settings
 from service.jobs import fetch_many
 
@@ -28,17 +27,13 @@ def reap_once(conn: redis.Redis, queue_names: list[str], lock_ms: int) -> list[s
         return []
     reaped: list[str] = []
     for name in queue_names:
-        registry = StartedJobRegistry(name, connection=conn, serializer=JSONSerializer)
-        expired = registry.get_expired_job_ids()
-        if expired:
-            registry.cleanup()
-            reaped.extend(expired)
+        reaped.extend(reap_abandoned(conn, name))
     for job_id in reaped:
         log.warning("job=%s abandoned by its worker; retried or failed", job_id)
         job_changed(conn, job_id)
     if reaped:
         lost = [job for job in fetch_many(conn, reaped) if job is not None and status_and_error(job)[0] == "failed"]
-        ended(conn, lost, "failed")  # worker_lost on its last attempt
+        record_endings(conn, lost, "failed")  # worker_lost on its last attempt
     return reaped
 
 

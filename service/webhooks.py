@@ -27,7 +27,7 @@ import hmac
 import logging
 
 from core.errors import InvalidRequest
-from core.schemas.jobs import JobBase
+from core.kinds.base import JobBase
 
 log = logging.getLogger(__name__)
 HEADER = "X-Diffusion-Jobs-"  # the prefix of the headers of every POST: Signature, Timestamp, Event, Delivery
@@ -69,6 +69,6 @@ def signed_headers(secret: str, event: str, delivery: str, timestamp: int, body:
 
 
 def check_enabled(req: JobBase, secret: str | None) -> None:
-    """A job may ask for a webhook only where POSTs can be signed (API.md: 422 naming the field)."""
+    """A job may ask for a webhook only where POSTs can be signed (docs/api.md: 422 naming the field)."""
     if req.webhook is not None and not secret:
         raise InvalidRequest.field(["webhook"], "this server has no WEBHOOK_SECRET set, so it sends no webhooks")

@@ -105,7 +105,7 @@ import service.app
 import diffusion_jobs.client_cli  # the api image's `diffusion-jobs` builds the client commands' parsers too
 names = set()
 for name, module in list(sys.modules.items()):
-    if name.split(".")[0] in ("service", "models", "diffusion_jobs") and getattr(module, "__file__", None):
+    if name.split(".")[0] in ("core", "service", "models", "diffusion_jobs") and getattr(module, "__file__", None):
         for node in ast.walk(ast.parse(open(module.__file__).read())):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
@@ -119,7 +119,7 @@ def test_the_api_image_installs_everything_the_api_imports() -> None:
     """The api target installs its dependencies by hand (no torch): each third-party module that the API's own code
     imports must be among them."""
     out = subprocess.run([sys.executable, "-c", API_IMPORTS], capture_output=True, text=True, check=True, cwd=ROOT)
-    imported = set(out.stdout.split()) - {"service", "models", "diffusion_jobs"}
+    imported = set(out.stdout.split()) - {"core", "service", "models", "diffusion_jobs"}
     stage = DOCKERFILE.read_text().split("AS api", 1)[1].split("COPY", 1)[0]
     installed = {re.split(r"[<>=\[]", spec)[0].lower() for spec in re.findall(r'"([^"]+)"', stage)}
     missing = {name for name in imported if PROVIDED_BY.get(name, name).lower() not in installed}

@@ -22,6 +22,8 @@ from rq.exceptions import DeserializationError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
 
+from core.rq_internals import intermediate_queue_key, queue_key
+
 PER_JOB = frozenset({"seed", "n", "prompt", "class_label", "frames", "webhook", "webhook_events"})
 SCAN = 128  # queue entries looked at per pass
 POLL_S = 0.005
@@ -84,13 +86,13 @@ def claim_batch(
     seen: set[str] = {first.id}
     deadline = time.monotonic() + wait_s
     while True:
-        ids = [raw.decode() for raw in cast(list[bytes], conn.lrange(queue.key, 0, SCAN - 1))]
+        ids = [raw.decode() for raw in cast(list[bytes], conn.lrange(queue_key(queue), 0, SCAN - 1))]
         fresh = [job_id for job_id in ids if job_id not in seen]
         seen.update(fresh)
         for job in RQJob.fetch_many(fresh, connection=conn, serializer=JSONSerializer):
             if job is None or key_of(job, shipped) != key or images + images_of(job) > max_images:
                 continue
-            if claim(keys=[queue.key, queue.intermediate_queue_key], args=[job.id]):
+            if claim(keys=[queue_key(queue), intermediate_queue_key(queue)], args=[job.id]):
                 claimed.append(job)
                 images += images_of(job)
                 if len(claimed) + 1 >= max_jobs:

@@ -18,8 +18,8 @@ import torch
 from diffusers.utils.import_utils import is_accelerate_available
 from torch import nn
 
-from core.catalog import ModelSpec
 from core.hf_sources import local_folder, read_config
+from core.model_spec import ModelSpec
 from core.settings import Settings
 from models.deepfloyd import LowRes, if_predictor
 from models.guidance import Predict

@@ -1,6 +1,7 @@
 """The kinds that run the sampling loop: iterative denoising, sampling, SDEdit, inpainting, anagrams, hybrids.
 
-Each is a start, a guidance rule and a constraint around `models.sampling.sample_loop` (DESIGN.md).
+Each is a start, a guidance rule and a constraint around `models.sampling.sample_loop` (docs/architecture.md, "The
+sampling loop").
 """
 
 from collections.abc import Callable, Sequence
@@ -9,16 +10,13 @@ from typing import Any
 
 import torch
 
-from core.schemas.jobs import (
-    AnagramJob,
-    Conditioned,
-    DenoiseJob,
-    Guidance,
-    HybridJob,
-    Img2ImgJob,
-    InpaintJob,
-    SampleJob,
-)
+from core.kinds.anagram import AnagramJob
+from core.kinds.base import Admitted, Conditioned, Guidance
+from core.kinds.denoise import DenoiseJob
+from core.kinds.hybrid import HybridJob
+from core.kinds.img2img import Img2ImgJob
+from core.kinds.inpaint import InpaintJob
+from core.kinds.sample import SampleJob
 from models.figures import is_frame
 from models.grid import make_grid
 from models.guidance import CFG, Anagram, Guide, Hybrid, Interval, Rule
@@ -26,10 +24,11 @@ from models.imageio import encode_gif
 from models.processes import NoiseProcess
 from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
 from models.views import VIEWS
-from worker.hook import Progress
-from worker.kinds import JobContext, save_denoised
+from worker.hook import ProgressHook
+from worker.job_context import JobContext
 from worker.model_cache import Servable
-from worker.preview import Preview
+from worker.noising import save_denoised
+from worker.preview import LazyPreview
 
 INPAINT_STREAM = 1_000_003  # the known pixels' noise comes from other generators than the samples'
 
@@ -74,7 +73,7 @@ class Part:
 
 
 def reporter(
-    progress: Progress,
+    progress: ProgressHook,
     stage: str,
     done: int = 0,
     total: int | None = None,
@@ -94,7 +93,7 @@ def reporter(
             for part, x in zip(parts, step.x.split([p.n for p in parts]), strict=True):
                 if part.frames is not None:
                     part.frames.append(make_grid(part.ctx.to_unit(x).clamp(0, 1)))
-        preview = None if unit is None else Preview(lambda: unit(step.preview()), rows)
+        preview = None if unit is None else LazyPreview(lambda: unit(step.preview()), rows)
         progress(stage, done + step.index, total or step.total, preview=preview)
 
     return on_step
@@ -110,7 +109,7 @@ def generate(
     guide: Guide,
     steps: int | None,
     stride: int | None,
-    progress: Progress | None = None,
+    progress: ProgressHook | None = None,
     stage: str = "sampling",
     constrain: Inpaint | None = None,
 ) -> list[torch.Tensor]:
@@ -133,26 +132,25 @@ def generate(
     return list(images)
 
 
-def run_samples(jobs: Sequence[tuple[SampleJob, JobContext]], progress: Progress | None = None) -> list[dict[str, Any]]:
+def run_samples(
+    jobs: Sequence[tuple[Admitted[SampleJob], JobContext]], progress: ProgressHook | None = None
+) -> list[dict[str, Any]]:
     """`sample` jobs sharing a model, schedule and guidance, as one batch; each job's results as if it ran alone."""
-    parts = []
-    for req, ctx in jobs:
-        assert req.seed is not None
-        parts.append(Part(ctx, req.n, req.seed, [] if req.frames else None))
-    first, ctx = jobs[0]
-    guide = cfg_over(ctx.model, [(req, req.n) for req, _ in jobs])
+    parts = [Part(ctx, admitted.req.n, admitted.seed, [] if admitted.req.frames else None) for admitted, ctx in jobs]
+    first, ctx = jobs[0][0].req, jobs[0][1]
+    guide = cfg_over(ctx.model, [(admitted.req, admitted.req.n) for admitted, _ in jobs])
     generate(parts, guide, first.steps, first.stride, progress)
     batch = {"batch": {"jobs": len(jobs), "images": sum(p.n for p in parts)}} if len(jobs) > 1 else {}
     return [{"seeds": [p.seed + i for i in range(p.n)], **p.ctx.notes, **batch} for p in parts]
 
 
-def run_sample(req: SampleJob, ctx: JobContext) -> dict[str, Any]:
-    return run_samples([(req, ctx)])[0]
+def run_sample(admitted: Admitted[SampleJob], ctx: JobContext) -> dict[str, Any]:
+    return run_samples([(admitted, ctx)])[0]
 
 
-def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
+def run_img2img(admitted: Admitted[Img2ImgJob], ctx: JobContext) -> dict[str, Any]:
     """SDEdit: for each i_start, the image noised to times[i_start] and denoised from there; one output each."""
-    assert req.seed is not None
+    req, seed = admitted.req, admitted.seed
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
     times = model.process.times(req.steps, req.stride)
@@ -160,7 +158,7 @@ def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
     total = sum(len(times) - 1 - i for i in req.starts)
     done, outputs = 0, []
     for k, i_start in enumerate(req.starts):
-        gens = generators(req.seed, 1, offset=k)
+        gens = generators(seed, 1, offset=k)
         x = start(model.process, times, i_start, gens, x0, image=x0)
         out = sample_loop(
             model.process,
@@ -176,18 +174,18 @@ def run_img2img(req: Img2ImgJob, ctx: JobContext) -> dict[str, Any]:
         ctx.outputs.save_png(f"image_{k}.png", outputs[-1][0])
     if len(outputs) > 1:
         ctx.outputs.save_png("grid.png", make_grid(torch.cat(outputs), nrow=len(outputs)))
-    return {"seed": req.seed, "i_start": req.starts, "t_start": [times[i] for i in req.starts], **ctx.notes}
+    return {"seed": seed, "i_start": req.starts, "t_start": [times[i] for i in req.starts], **ctx.notes}
 
 
-def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
+def run_iterative(admitted: Admitted[DenoiseJob], ctx: JobContext) -> dict[str, Any]:
     """Iterative denoising (CS180 A 1.4): SDEdit of the image noised to times[i_start], on the job's prompt (if any)
     without guidance."""
-    assert req.seed is not None
+    req, seed = admitted.req, admitted.seed
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
     times = model.process.times(req.steps, req.stride)
     i_start = req.i_start if req.i_start is not None else 10
-    gens = generators(req.seed, 1)
+    gens = generators(seed, 1)
     noisy = start(model.process, times, i_start, gens, x0, image=x0)
     out = sample_loop(
         model.process,
@@ -199,42 +197,42 @@ def run_iterative(req: DenoiseJob, ctx: JobContext) -> dict[str, Any]:
         on_step=reporter(ctx.hook, "denoising", to_unit=ctx.to_unit),
     )
     save_denoised(ctx, noisy, out)
-    return {"seed": req.seed, "i_start": i_start, "t_start": times[i_start], **ctx.notes}
+    return {"seed": seed, "i_start": i_start, "t_start": times[i_start], **ctx.notes}
 
 
-def run_inpaint(req: InpaintJob, ctx: JobContext) -> dict[str, Any]:
-    assert req.seed is not None
+def run_inpaint(admitted: Admitted[InpaintJob], ctx: JobContext) -> dict[str, Any]:
+    req, seed = admitted.req, admitted.seed
     x0 = ctx.image(req.image, native=True)
     mask_image = ctx.image(req.mask, native=True, name="mask")
     lo, hi = ctx.model.spec.value_range
     mask = ((mask_image - lo) / (hi - lo)).mean(1, keepdim=True).gt(0.5).float()  # (1, 1, H, W) 1 = regenerate
     original = x0.expand(req.n, -1, -1, -1)
     constrain = Inpaint(
-        ctx.model.process, original, mask.expand(req.n, -1, -1, -1), generators(req.seed, req.n, offset=INPAINT_STREAM)
+        ctx.model.process, original, mask.expand(req.n, -1, -1, -1), generators(seed, req.n, offset=INPAINT_STREAM)
     )
     guide = cfg_for(ctx, req, req.n)
-    generate([Part(ctx, req.n, req.seed)], guide, req.steps, req.stride, stage="inpainting", constrain=constrain)
-    return {"seeds": [req.seed + i for i in range(req.n)], "masked_fraction": round(float(mask.mean()), 4), **ctx.notes}
+    generate([Part(ctx, req.n, seed)], guide, req.steps, req.stride, stage="inpainting", constrain=constrain)
+    return {"seeds": [seed + i for i in range(req.n)], "masked_fraction": round(float(mask.mean()), 4), **ctx.notes}
 
 
-def run_anagram(req: AnagramJob, ctx: JobContext) -> dict[str, Any]:
-    assert req.seed is not None
+def run_anagram(admitted: Admitted[AnagramJob], ctx: JobContext) -> dict[str, Any]:
+    req, seed = admitted.req, admitted.seed
     model = ctx.model
     upright, viewed = (model.condition(p, None, req.n) for p in req.prompts)
     view = VIEWS[req.view]
     uncond = model.condition(None, None, req.n)
     guide = guided(req, Anagram(upright, viewed, uncond, view, scale_of(req)), model.process)
-    (images,) = generate([Part(ctx, req.n, req.seed)], guide, req.steps, req.stride)
+    (images,) = generate([Part(ctx, req.n, seed)], guide, req.steps, req.stride)
     for i, image in enumerate(images):
         ctx.outputs.save_png(f"view_{i}.png", view.view(image))  # the second reading, as the eye sees it turned
-    return {"seeds": [req.seed + i for i in range(req.n)], "view": req.view}
+    return {"seeds": [seed + i for i in range(req.n)], "view": req.view}
 
 
-def run_hybrid(req: HybridJob, ctx: JobContext) -> dict[str, Any]:
-    assert req.seed is not None
+def run_hybrid(admitted: Admitted[HybridJob], ctx: JobContext) -> dict[str, Any]:
+    req, seed = admitted.req, admitted.seed
     model = ctx.model
     low, high = (model.condition(p, None, req.n) for p in req.prompts)
     uncond = model.condition(None, None, req.n)
     guide = guided(req, Hybrid(low, high, uncond, req.kernel_size, req.sigma, scale_of(req)), model.process)
-    generate([Part(ctx, req.n, req.seed)], guide, req.steps, req.stride)
-    return {"seeds": [req.seed + i for i in range(req.n)]}
+    generate([Part(ctx, req.n, seed)], guide, req.steps, req.stride)
+    return {"seeds": [seed + i for i in range(req.n)]}

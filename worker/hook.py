@@ -1,4 +1,5 @@
-"""The step hook of DESIGN.md: progress, heartbeat and cancel, called once per sampling step or training batch.
+"""The step hook (docs/architecture.md, "The sampling loop"): progress, heartbeat and cancel, called once per
+sampling step or training batch.
 
 Cheap enough for every step: one EXISTS for the cancel flag; progress is written at most every
 `progress_interval_s` (and at the last step), a sampling step's preview (worker/preview.py) at most every
@@ -13,7 +14,7 @@ import redis
 from rq.job import Job as RQJob
 
 from core import keys
-from core.endings import ended
+from core.endings import record_endings
 from core.events import job_changed
 from core.job_state import now_iso
 from core.outbox import PROGRESS_INTERVAL_S as WEBHOOK_PROGRESS_S
@@ -22,7 +23,7 @@ from core.settings import Settings
 from worker import context
 from worker.errors import JobCanceled, WorkerStopping
 from worker.metrics import gpu_memory
-from worker.preview import Preview, store_preview
+from worker.preview import LazyPreview, store_preview
 
 
 class StepHook:
@@ -63,10 +64,10 @@ class StepHook:
         """Records how the job ended (succeeded, failed, canceled), with `fields` (result, error)."""
         self.canceled = outcome == "canceled"
         self.save_meta(outcome=outcome, finished_at=now_iso(), **fields)
-        ended(self.conn, [self.job], outcome, gpu_memory(self.job))
+        record_endings(self.conn, [self.job], outcome, gpu_memory(self.job))
 
     def __call__(
-        self, stage: str, step: int, total: int, *, preview: Preview | None = None, **extra: float | int | None
+        self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None, **extra: float | int | None
     ) -> None:
         """`extra`: more fields of the job's progress (training: epoch, loss, images_per_second, eta_seconds)."""
         self.check_cancel()
@@ -74,7 +75,7 @@ class StepHook:
         self.report(stage, step, total, preview=preview, **extra)
 
     def report(
-        self, stage: str, step: int, total: int, *, preview: Preview | None = None, **extra: float | int | None
+        self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None, **extra: float | int | None
     ) -> None:
         """Writes the job's progress, and its preview (computed only then), each if due."""
         now = time.monotonic()
@@ -96,10 +97,10 @@ class StepHook:
                 self._last_webhook = now
 
 
-class Progress(Protocol):
+class ProgressHook(Protocol):
     """A StepHook, or a BatchHook for a whole batch: (stage, step, total), and the step's preview where there is one."""
 
-    def __call__(self, stage: str, step: int, total: int, *, preview: Preview | None = None) -> None: ...
+    def __call__(self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None) -> None: ...
 
 
 class BatchHook:
@@ -109,7 +110,7 @@ class BatchHook:
     def __init__(self, hooks: list[StepHook]) -> None:
         self.hooks = hooks
 
-    def __call__(self, stage: str, step: int, total: int, *, preview: Preview | None = None) -> None:
+    def __call__(self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None) -> None:
         if context.stopping.is_set():
             raise WorkerStopping
         live = [hook for hook in self.hooks if not hook.canceled]

@@ -1,6 +1,6 @@
 """The worker process: one RQ `SimpleWorker` (no fork per job, so CUDA and loaded models survive) on one queue.
 
-Handled on purpose (DESIGN.md, "Known RQ traps"): the heartbeat is refreshed from the step hook, with a short
+Handled on purpose (docs/architecture.md, "Known RQ traps"): the heartbeat is refreshed from the step hook, with a short
 time-to-live, so a dead worker's job is found within a minute and a live one's never; Redis going away makes the
 process reconnect with backoff instead of exiting. SIGTERM is RQ's warm shutdown (the job in hand finishes, then the
 worker exits); a second SIGTERM stops the job at its next step and puts it back at the front of its queue.
@@ -9,24 +9,20 @@ A `sample` job takes the compatible jobs queued behind it along, and they run as
 
 import logging
 import time
-from datetime import timedelta
-from types import FrameType
 from typing import Any
 
 import redis
 import torch
 from redis.client import Pipeline
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
-from rq.timeouts import JobTimeoutException
-from rq.utils import now
-from rq.worker import WorkerStatus
 
 from core.images import guard_decoder
 from core.logs import job_logging
 from core.queues import TRAIN_QUEUE
 from core.redis_conn import sync_client
+from core.rq_internals import HookedWorker
 from core.settings import Settings
 from worker import context
 from worker.allocator import tune_malloc
@@ -39,32 +35,27 @@ log = logging.getLogger(__name__)
 WORKER_TTL_S = 60  # the worker's own key; also bounds how long a blocking dequeue may wait on a frozen Redis
 
 
-class DiffusionWorker(SimpleWorker):
-    heartbeat_ttl_s = 30
+class DiffusionWorker(HookedWorker):
+    """RQ's internals it relies on are HookedWorker's (core/rq_internals.py); it overrides only that class's hooks."""
+
     settings: Settings  # set by make_worker
 
-    def get_heartbeat_ttl(self, job: RQJob, working_time: float = 0.0) -> int:
-        return self.heartbeat_ttl_s
-
-    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+    def on_force_stop(self) -> bool:
         """A second SIGTERM: the job in hand stops at its next step (the step hook) and is queued again; a third,
         or a second while idle, exits at once as RQ does."""
-        if self.get_state() == WorkerStatus.BUSY and not context.stopping.is_set():
-            if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
-                return  # the same signal twice (a pool and the terminal): RQ ignores it too
+        if self.is_busy() and not context.stopping.is_set():
+            if self.stop_signal_repeated():
+                return True  # the same signal twice (a pool and the terminal): RQ ignores it too
             log.warning("second stop signal: the job in hand stops at its next step and goes back to the queue")
             context.stopping.set()
-            return
-        super().request_force_stop(signum, frame)
+            return True
+        return False
 
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        """RQ's heartbeat, which also renews what this worker reported of the models it loaded."""
-        super().heartbeat(timeout, pipeline)
-        get_cache().renew_reports(
-            pipeline if pipeline is not None else self.connection, timeout or self.worker_ttl + 60
-        )
+    def on_heartbeat(self, conn: redis.Redis | Pipeline, ttl_s: int) -> None:
+        """RQ's heartbeat also renews what this worker reported of the models it loaded."""
+        get_cache().renew_reports(conn, ttl_s)
 
-    def execute_job(self, job: RQJob, queue: Queue) -> None:
+    def run_dequeued(self, job: RQJob, queue: Queue) -> None:
         with job_logging(job.id):  # every line logged while the job runs carries its id
             self.execute_one(job, queue)
 
@@ -74,13 +65,13 @@ class DiffusionWorker(SimpleWorker):
             with job_logging(job.id, *(other.id for other in batch)):
                 self.execute_batch([job, *batch], queue)
             return
-        execution = self.prepare_execution(job)
-        token = context.heartbeat.set(lambda: self.maintain_heartbeats(job, execution))
+        execution = self.start_execution(job)
+        token = context.heartbeat.set(lambda: self.beat(job, execution))
         try:
-            self.perform_job(job, queue, execution)
+            self.perform(job, queue, execution)
         finally:
             context.heartbeat.reset(token)
-        self.set_state(WorkerStatus.IDLE)
+        self.set_idle()
 
     def claim(self, job: RQJob, queue: Queue) -> list[RQJob]:
         """The queued jobs to run with `job` as one batch (worker/batching.py); none if batching is off."""
@@ -97,31 +88,30 @@ class DiffusionWorker(SimpleWorker):
         """RQ's `perform_job` for jobs run as one loop: each is registered as started, kept alive and finalised
         (succeeded, or failed and retried) as RQ does it for one."""
         log.info("batch of %d jobs: %s", len(jobs), " ".join(job.id for job in jobs))
-        executions = [self.prepare_execution(job) for job in jobs]
+        executions = [self.start_execution(job) for job in jobs]
 
         def beat() -> None:
             for job, execution in zip(jobs, executions, strict=True):
-                self.maintain_heartbeats(job, execution)
+                self.beat(job, execution)
 
         token = context.heartbeat.set(beat)
         try:
             for job in jobs:
-                self.prepare_job_execution(job, remove_from_intermediate_queue=True)
-                job.started_at = now()
-            timeout = max(job.timeout or self.queue_class.DEFAULT_TIMEOUT for job in jobs)
+                self.start_claimed(job)
+            timeout = max(self.job_timeout(job) for job in jobs)
             try:
-                with self.death_penalty_class(timeout, JobTimeoutException, job_id=jobs[0].id):
+                with self.time_limit(timeout, jobs[0].id):
                     failures = run_batch(jobs)
             except BaseException as exc:  # a job timeout, or a fault outside any one job
                 failures = [exc] * len(jobs)
             for job, execution, failure in zip(jobs, executions, failures, strict=True):
                 if failure is None:
-                    self._finalize_success(job, queue, execution, None)
+                    self.finish_succeeded(job, queue, execution)
                 else:
-                    self._finalize_failure(job, queue, execution, (type(failure), failure, failure.__traceback__))
+                    self.finish_failed(job, queue, execution, failure)
         finally:
             context.heartbeat.reset(token)
-        self.set_state(WorkerStatus.IDLE)
+        self.set_idle()
 
 
 def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs: Any) -> DiffusionWorker:
@@ -164,5 +154,5 @@ def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
 
 
 def stop_requested(worker: DiffusionWorker | None) -> bool:
-    """SIGINT or SIGTERM reached the worker (RQ records the date; `_stop_requested` is set only when busy)."""
-    return worker is not None and worker._shutdown_requested_date is not None
+    """SIGINT or SIGTERM reached the worker."""
+    return worker is not None and worker.shutdown_requested()

@@ -23,8 +23,9 @@ from typing import Protocol, Self
 import redis
 import torch
 
-from core.catalog import IF_ID, NETWORK_FREE, ModelSpec, builtin_models
-from core.model_registry import CHECKPOINT_FILES, Registry
+from core.catalog import IF_ID, NETWORK_FREE, builtin_models
+from core.model_registry import CHECKPOINT_FILES, ModelRegistry
+from core.model_spec import ModelSpec
 from core.model_status import Conn, failed, loaded, publish
 from core.settings import Settings, get_settings
 from core.store import ArtifactStore
@@ -173,7 +174,7 @@ class ModelCache:
 
     def _trained_model(self, model_id: str, owner: str, conn: redis.Redis, store: ArtifactStore) -> LoadedModel:
         key = (owner, model_id)
-        spec = Registry(conn).spec(owner, model_id)
+        spec = ModelRegistry(conn).spec(owner, model_id)
         if spec is None:
             self._trained.pop(key, None)
             shutil.rmtree(self.models_dir / "trained" / owner / model_id, ignore_errors=True)  # its local copy

@@ -1,8 +1,8 @@
 """Live previews of a sampling job: a small PNG grid of the clean images its current estimates imply.
 
 The sampling loop offers each step's preview as a callable (`models.sampling.Step.preview`): computing it costs a
-decode, so a `Preview` computes it at most once per step, and only when some job's hook finds a preview due
-(`StepHook.report`, at most every `preview_interval_s`). Jobs run as one batch share the step's `Preview`, each
+decode, so a `LazyPreview` computes it at most once per step, and only when some job's hook finds a preview due
+(`StepHook.report`, at most every `preview_interval_s`). Jobs run as one batch share the step's `LazyPreview`, each
 taking its own rows. The PNG lands in Redis beside the job (`keys.preview`), where GET /v1/jobs/{id}/events reads it.
 """
 
@@ -18,7 +18,7 @@ from models.grid import make_grid
 from models.imageio import encode_png
 
 
-class Preview:
+class LazyPreview:
     """One step's clean-image estimate in [0, 1], computed on first use; `rows`: each job's rows of the batch (a job
     not listed has them all)."""
 

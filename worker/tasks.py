@@ -17,22 +17,26 @@ from pydantic import ValidationError
 from rq import get_current_job
 from rq.job import Job as RQJob
 
-from core.endings import ended
+from core.endings import record_endings
 from core.job_state import now_iso
+from core.kinds import parse_job
+from core.kinds.base import Admitted, JobBase, R, Stepping
+from core.kinds.sample import SampleJob
+from core.kinds.train import TrainJob
 from core.outbox import announce
-from core.schemas.jobs import JobBase, SampleJob, Schedule, TrainJob, parse_job
+from core.rq_internals import requeue_at_front_for_free, retries_left
 from core.settings import Settings, get_settings
 from core.store import ArtifactStore, make_store
 from models.training import TrainingDiverged
-from worker.dispatch import run_kind
 from worker.errors import InputError, JobCanceled, ModelUnavailable, ModelUnreadable, WorkerStopping
 from worker.generate import run_samples
 from worker.gpu import measured
 from worker.hook import BatchHook, StepHook
-from worker.kinds import JobContext
+from worker.job_context import JobContext
 from worker.metrics import gpu_memory
 from worker.model_cache import Servable, get_cache
 from worker.outputs import Outputs
+from worker.runners import run_kind
 from worker.train import run_train
 
 log = logging.getLogger(__name__)
@@ -59,8 +63,7 @@ def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
         yield
     except WorkerStopping:
         log.warning("job=%s attempt=%d stopped with its worker; queued again", job.id, attempt)
-        job.retries_left = (job.retries_left or 0) + 1  # RQ's retry path requeues it; the stop costs no attempt
-        job.enqueue_at_front_on_retry = True
+        requeue_at_front_for_free(job)  # RQ's retry path requeues it; the stop costs no attempt
         raise
     except JobCanceled:
         log.info("job=%s canceled", job.id)
@@ -98,8 +101,8 @@ def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
 def failed_for_good(job: RQJob) -> None:
     """For a job that raises and that RQ will not retry: its end counted for /metrics, and its `completed` webhook
     queued (the deliverer waits for RQ to record the failure)."""
-    if not job.retries_left:
-        ended(job.connection, [job], "failed", gpu_memory(job))
+    if not retries_left(job):
+        record_endings(job.connection, [job], "failed", gpu_memory(job))
 
 
 def succeeded(job: RQJob, hook: StepHook, result: dict[str, Any]) -> None:
@@ -109,11 +112,22 @@ def succeeded(job: RQJob, hook: StepHook, result: dict[str, Any]) -> None:
 
 def load_model(req: JobBase, job: RQJob, store: ArtifactStore) -> Servable:
     model = get_cache().load(req.model, str(job.meta.get("owner")), job.connection, store)
-    return model.clipped() if isinstance(req, Schedule) and req.clip_denoised else model
+    return model.clipped() if isinstance(req, Stepping) and req.clip_denoised else model
 
 
 def job_context(job: RQJob, hook: StepHook, model: Servable, store: ArtifactStore, settings: Settings) -> JobContext:
     return JobContext(model, store, hook, Outputs(job, store, hook, settings.artifact_ttl_s))
+
+
+def admitted(params: object, schema: type[R]) -> Admitted[R]:
+    """The dequeued payload validated again, as the admitted request of `schema` that the door let in: the API draws
+    a seed for every job it accepts, so a payload without one did not come through the door."""
+    req = parse_job(params)
+    if not isinstance(req, schema):
+        raise InputError(f"a {req.kind} job where a {schema.__name__} was expected")
+    if req.seed is None:
+        raise InputError("the job has no seed: jobs are submitted through POST /v1/jobs, which draws one")
+    return Admitted(req, req.seed)
 
 
 def run_job(params: dict[str, Any]) -> None:
@@ -126,15 +140,16 @@ def run_job(params: dict[str, Any]) -> None:
     hook, attempt = begun
     with recorded(job, hook, attempt):
         hook.check_cancel()
-        req = parse_job(params)
+        admitted_job = admitted(params, JobBase)
+        req = admitted_job.req
         store = make_store(settings, job.connection)
         if isinstance(req, TrainJob):
-            result = run_train(req, job, store, hook, settings)
+            result = run_train(Admitted(req, admitted_job.seed), job, store, hook, settings)
         else:
             model = load_model(req, job, store)
             ctx = job_context(job, hook, model, store, settings)
             with measured(model.device) as gpu_memory, torch.inference_mode():
-                result = run_kind(req, ctx)
+                result = run_kind(admitted_job, ctx)
             if gpu_memory:
                 result["gpu_memory"] = gpu_memory
         succeeded(job, hook, result)
@@ -145,7 +160,7 @@ def run_batch(jobs: list[RQJob]) -> list[BaseException | None]:
     per job, what RQ must treat as the job's failure (a retry), or None."""
     settings = get_settings()
     failures: dict[str, BaseException] = {}
-    members: list[tuple[RQJob, StepHook, int, SampleJob]] = []
+    members: list[tuple[RQJob, StepHook, int, Admitted[SampleJob]]] = []
     for job in jobs:
         begun = begin(job, settings)
         if begun is None:
@@ -154,15 +169,13 @@ def run_batch(jobs: list[RQJob]) -> list[BaseException | None]:
         try:
             with recorded(job, hook, attempt):
                 hook.check_cancel()
-                req = parse_job(job.args[0])
-                assert isinstance(req, SampleJob), "only sample jobs are batched"
-                members.append((job, *begun, req))
+                members.append((job, *begun, admitted(job.args[0], SampleJob)))
         except BaseException as exc:  # RQ retries it, as it would the job alone
             failures[job.id] = exc
     if members:
         try:
             store = make_store(settings, jobs[0].connection)
-            model = load_model(members[0][3], members[0][0], store)
+            model = load_model(members[0][3].req, members[0][0], store)
             batch = [(req, job_context(job, hook, model, store, settings)) for job, hook, _, req in members]
             with measured(model.device) as gpu_memory, torch.inference_mode():
                 results = run_samples(batch, BatchHook([hook for _, hook, _, _ in members]))

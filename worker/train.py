@@ -15,8 +15,9 @@ from rq.job import Job as RQJob
 
 from core import keys
 from core.job_state import now_iso
-from core.model_registry import CHECKPOINT_FILES, Registry, schedule_of
-from core.schemas.jobs import TrainJob
+from core.kinds.base import Admitted
+from core.kinds.train import TrainJob
+from core.model_registry import CHECKPOINT_FILES, ModelRegistry, schedule_of
 from core.settings import Settings
 from core.store import ArtifactStore
 from models.datasets import DatasetError
@@ -24,7 +25,7 @@ from models.training import TrainingDiverged
 from worker.errors import InputError, JobCanceled
 from worker.hook import StepHook
 from worker.outputs import Outputs
-from worker.trainer import Progress, Trained, load_data, run_training
+from worker.trainer import Trained, TrainingProgress, load_data, run_training
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class JobSink:
         self.store.put(keys.train_state(self.job.id), data, "application/octet-stream", self.ttl_s)
         self.epochs_done += 1
 
-    def training(self, p: Progress) -> None:
+    def training(self, p: TrainingProgress) -> None:
         self.epochs_done = max(self.epochs_done, p.epoch - 1)
         self.hook(
             "training",
@@ -114,11 +115,14 @@ def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dic
     }
 
 
-def run_train(req: TrainJob, job: RQJob, store: ArtifactStore, hook: StepHook, settings: Settings) -> dict[str, Any]:
+def run_train(
+    admitted: Admitted[TrainJob], job: RQJob, store: ArtifactStore, hook: StepHook, settings: Settings
+) -> dict[str, Any]:
     """Runs the job to its model; raises JobCanceled, InputError or TrainingDiverged to end it without one, and
     anything else to have it retried (its state is kept for that)."""
+    req = admitted.req
     owner = str(job.meta["owner"])
-    registry = Registry(job.connection)
+    registry = ModelRegistry(job.connection)
     done = registry.record(owner, req.name)
     if done is not None and done["job_id"] == job.id:  # an earlier attempt registered it, then its worker died
         log.info("job=%s registered model %s already", job.id, req.name)
@@ -130,7 +134,7 @@ def run_train(req: TrainJob, job: RQJob, store: ArtifactStore, hook: StepHook, s
             raise InputError(str(exc)) from exc
         hook.keep_alive()
         sink = JobSink(job, store, hook, settings.artifact_ttl_s, req.num_epochs)
-        trained = run_training(req, data, sink, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        trained = run_training(admitted, data, sink, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         sink.finished(trained.summary)
     except (JobCanceled, InputError, TrainingDiverged):
         store.delete(keys.train_state(job.id))

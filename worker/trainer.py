@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.schemas.jobs import TrainJob
+from core.kinds.base import Admitted
+from core.kinds.train import TrainJob
 from models.datasets import DatasetError, ImageDataset, load_dataset
 from models.figures import (
     class_samples,
@@ -43,6 +44,7 @@ from models.judge import judge_digits
 from models.sampling import Step
 from models.training import (
     TrainConfig,
+    TrainResult,
     TrainState,
     build_model,
     dataset_tensors,
@@ -64,7 +66,7 @@ CHECKPOINT = {"config.json": "application/json", "diffusion_pytorch_model.safete
 
 
 @dataclass(frozen=True)
-class Progress:
+class TrainingProgress:
     """Where a run is, after each optimizer step."""
 
     epoch: int  # the epoch in progress, from 1
@@ -85,7 +87,7 @@ class Sink(Protocol):
 
     def save_state(self, data: bytes) -> None: ...  # atomically: a reader sees the old state or the new one
 
-    def training(self, progress: Progress) -> None: ...  # once per step; raise to stop the run
+    def training(self, progress: TrainingProgress) -> None: ...  # once per step; raise to stop the run
 
     def sampling(self, epoch: int, step: int, total: int) -> None: ...  # per step of a figure's loop; may raise
 
@@ -135,8 +137,7 @@ def load_data(req: TrainJob, data_dir: Path | None) -> TrainData:
     return TrainData(images, labels if conditioned else None, full.class_names if conditioned else (), test_images)
 
 
-def train_config(req: TrainJob, num_classes: int, device: torch.device) -> TrainConfig:
-    assert req.seed is not None, "the service or the command line draws one"
+def train_config(req: TrainJob, seed: int, num_classes: int, device: torch.device) -> TrainConfig:
     return TrainConfig(
         objective=req.objective,
         epochs=req.num_epochs,
@@ -149,7 +150,7 @@ def train_config(req: TrainJob, num_classes: int, device: torch.device) -> Train
         sigma=req.sigma or 0.5,
         ema_decay=req.ema_decay,
         grad_clip=req.grad_clip or None,
-        seed=req.seed,
+        seed=seed,
         channels_last=device.type == "cpu",  # ~15 % faster on a CPU (scripts/train_shipped.py)
         bf16=use_bf16(req.precision, device),
         fused_adam=fused_adam_works(device),
@@ -202,9 +203,10 @@ def to_device(net: Net, device: torch.device) -> Net:
 class Run:
     """One attempt at a training run; `go()` runs it to the end (or until the sink raises)."""
 
-    def __init__(self, req: TrainJob, data: TrainData, sink: Sink, device: torch.device) -> None:
-        self.req, self.data, self.sink, self.device = req, data, sink, device
-        self.config = train_config(req, len(data.class_names), device)
+    def __init__(self, admitted: Admitted[TrainJob], data: TrainData, sink: Sink, device: torch.device) -> None:
+        self.req, self.seed = admitted.req, admitted.seed
+        self.data, self.sink, self.device = data, sink, device
+        self.config = train_config(self.req, self.seed, len(data.class_names), device)
         self.steps_per_epoch = math.ceil(len(data.images) / self.config.batch_size)
         self.total = self.config.epochs * self.steps_per_epoch
         self.state = read_state(sink.load_state(), self.config)
@@ -215,26 +217,22 @@ class Run:
         self.frames: list[Tensor] = []
         self.last_state: TrainState | None = self.state
 
-    def seed(self) -> int:
-        assert self.req.seed is not None
-        return self.req.seed
-
     def figures_generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed())
+        return torch.Generator().manual_seed(self.seed)
 
     def ema_net(self, weights: dict[str, Tensor]) -> Net:
         net = build_model(self.config, self.data.channels, self.data.image_size)
         net.load_state_dict(weights)
         return to_device(net, self.device).eval()
 
-    def on_step(self, epoch: int, i: int, steps: int, loss: float) -> None:
+    def on_batch(self, epoch: int, i: int, steps: int, loss: float) -> None:
         self.images_done += min(self.config.batch_size, len(self.data.images) - i * self.config.batch_size)
         done = epoch * steps + i + 1
         elapsed = max(time.perf_counter() - self.began - self.figure_seconds, 1e-9)
         steps_here = done - self.start_epoch * steps
         eta = (self.total - done) * elapsed / max(steps_here, 1)
         self.sink.training(
-            Progress(epoch + 1, self.config.epochs, done, self.total, loss, self.images_done / elapsed, eta)
+            TrainingProgress(epoch + 1, self.config.epochs, done, self.total, loss, self.images_done / elapsed, eta)
         )
 
     def on_epoch(self, epoch: int, state: TrainState) -> None:
@@ -269,11 +267,11 @@ class Run:
 
             if self.data.class_names:
                 images, self.frames = class_samples(
-                    net, process, times, len(self.data.class_names), PER_CLASS, seed=self.seed(), on_step=on_step
+                    net, process, times, len(self.data.class_names), PER_CLASS, seed=self.seed, on_step=on_step
                 )
                 grid = make_grid(images, nrow=len(self.data.class_names))
             else:
-                images, self.frames = uncond_samples(net, process, times, UNCOND_SAMPLES, self.seed(), on_step)
+                images, self.frames = uncond_samples(net, process, times, UNCOND_SAMPLES, self.seed, on_step)
                 grid = make_grid(images, nrow=8)
         if k in (self.req.sample_epochs or []):
             self.sink.artifact(f"epoch_{k}.png", encode_png(grid), "image/png")
@@ -313,13 +311,13 @@ class Run:
 
         if k:
             images, _ = class_samples(
-                net, process, times, k, JUDGED_PER_CLASS, JUDGED_GUIDANCE, seed=self.seed(), on_step=on_step
+                net, process, times, k, JUDGED_PER_CLASS, JUDGED_GUIDANCE, seed=self.seed, on_step=on_step
             )
             classes: Tensor | None = torch.arange(k).repeat(JUDGED_PER_CLASS)  # sample i is of class i % k
         else:
-            images, _ = uncond_samples(net, process, times, JUDGED_SAMPLES, self.seed(), on_step)
+            images, _ = uncond_samples(net, process, times, JUDGED_SAMPLES, self.seed, on_step)
             classes = None
-        quality = judge_digits(images, classes, self.seed()).as_dict()
+        quality = judge_digits(images, classes, self.seed).as_dict()
         return {**quality, "guidance_scale": JUDGED_GUIDANCE if k else None, "steps": len(times) - 1}
 
     def final_figures(self, net: Net) -> None:
@@ -343,7 +341,7 @@ class Run:
             self.data.images,
             self.data.labels,
             self.config,
-            on_step=self.on_step,
+            on_batch=self.on_batch,
             on_epoch=self.on_epoch,
             state=self.state,
         )
@@ -354,8 +352,14 @@ class Run:
             metrics = {**self.metrics(self.last_state), "quality": quality}
             self.sink.artifact("metrics.json", json.dumps(metrics, indent=1).encode(), "application/json")
         files = checkpoint_files(net)
+        return Trained(files, self.summary(result, net, files, quality))
+
+    def summary(
+        self, result: TrainResult, net: Net, files: dict[str, bytes], quality: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The finished run, as the job's result."""
         seconds = sum(result.epoch_seconds)
-        summary = {
+        return {
             "model": self.req.name,
             "epochs": self.config.epochs,
             "steps": len(result.step_losses),
@@ -375,10 +379,11 @@ class Run:
             "channels": self.data.channels,
             "quality": quality,
         }
-        return Trained(files, summary)
 
 
-def run_training(req: TrainJob, data: TrainData, sink: Sink, device: torch.device | None = None) -> Trained:
-    """Trains the model `req` describes on `data`, resuming from the sink's state if it has one (see module doc)."""
+def run_training(
+    admitted: Admitted[TrainJob], data: TrainData, sink: Sink, device: torch.device | None = None
+) -> Trained:
+    """Trains the model the request describes on `data`, resuming from the sink's state if it has one (module doc)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return Run(req, data, sink, device).go()
+    return Run(admitted, data, sink, device).go()

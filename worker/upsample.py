@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from core.schemas.jobs import Conditioned, JobBase, UpsampleJob
+from core.kinds.base import Admitted, Conditioned, JobBase
+from core.kinds.upsample import UpsampleJob
 from models.deepfloyd import low_res
 from models.forward import randn_like_per_sample
 from models.imageio import resize
@@ -16,7 +17,7 @@ from models.sampling import generators, sample_loop, start
 from worker.deepfloyd import IFModel, Stage
 from worker.errors import InputError
 from worker.generate import cfg_for, reporter
-from worker.kinds import JobContext
+from worker.job_context import JobContext
 
 IMAGE_NAME = re.compile(r"image_(\d+)\.png")
 LOW_RES_STREAM = 2_000_003  # the low-resolution image's noise comes from other generators than the samples'
@@ -52,22 +53,23 @@ def upsample(
     return ctx.to_unit(out).clamp(0, 1)
 
 
-def run_upsample(req: UpsampleJob, ctx: JobContext) -> dict[str, Any]:
-    assert req.seed is not None and req.steps is not None and req.noise_level is not None
+def run_upsample(admitted: Admitted[UpsampleJob], ctx: JobContext) -> dict[str, Any]:
+    req, seed = admitted.req, admitted.seed
+    assert req.steps is not None and req.noise_level is not None
     _, stage, _ = stage_two(ctx)  # before the image is read: a model without stage II fails at once
     image = ctx.image(req.image, native=True)  # stage I's size
-    ctx.outputs.save_images(upsample(ctx, image, req, req.steps, req.noise_level, req.seed))
-    return {"seed": req.seed, "size": [stage.size, stage.size], **ctx.notes}
+    ctx.outputs.save_images(upsample(ctx, image, req, req.steps, req.noise_level, seed))
+    return {"seed": seed, "size": [stage.size, stage.size], **ctx.notes}
 
 
 def _sized(image: torch.Tensor, side: int) -> torch.Tensor:
     return image if image.shape[-2:] == (side, side) else resize(image, (side, side)).clamp(0, 1)
 
 
-def upsample_outputs(req: JobBase, ctx: JobContext) -> dict[str, Any]:
+def upsample_outputs(admitted: Admitted[JobBase], ctx: JobContext) -> dict[str, Any]:
     """Each image_{i}.png the job made, through stage II with the job's prompt (none for anagrams and hybrids), as
     upsampled_{i}.png: stage II's defaults, sample i seeded with the job's seed + i, as image_{i} was."""
-    assert req.seed is not None
+    req = admitted.req
     model, _, _ = stage_two(ctx)
     defaults = model.spec.defaults["upsample"]
     made = {int(m[1]): image for name, image in ctx.outputs.pngs.items() if (m := IMAGE_NAME.fullmatch(name))}
@@ -78,7 +80,9 @@ def upsample_outputs(req: JobBase, ctx: JobContext) -> dict[str, Any]:
     lo, hi = model.spec.value_range
     images = torch.cat([_sized(made[i][None], side) for i in order]) * (hi - lo) + lo  # (N, 3, s, s)
     conditioning = Conditioned(prompt=getattr(req, "prompt", None), guidance_scale=defaults["guidance_scale"])
-    out = upsample(ctx, images.to(model.device), conditioning, defaults["steps"], defaults["noise_level"], req.seed)
+    out = upsample(
+        ctx, images.to(model.device), conditioning, defaults["steps"], defaults["noise_level"], admitted.seed
+    )
     names = [f"upsampled_{i}.png" for i in order]
     for name, image in zip(names, out, strict=True):
         ctx.outputs.save_png(name, image)

@@ -1,4 +1,4 @@
-"""Response bodies of API.md: Job, its parts, lists, uploads, models and the error envelope."""
+"""Response bodies of docs/api.md: Job, its parts, lists, uploads, models and the error envelope."""
 
 from typing import Any, Literal
 
@@ -107,6 +107,6 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """The one error envelope of API.md, for every status that is not a success."""
+    """The one error envelope of docs/api.md, for every status that is not a success."""
 
     error: ErrorDetail

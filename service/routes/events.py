@@ -1,4 +1,4 @@
-"""A job's live events: GET /v1/jobs/{id}/events, Server-Sent Events (API.md; what is sent: service/job_stream.py).
+"""A job's live events: GET /v1/jobs/{id}/events, Server-Sent Events (docs/api.md; what is sent: service/job_stream.py).
 
 sse-starlette frames the events, notices a client that went away, and ends open streams when the server shuts down
 (a plain StreamingResponse would hold uvicorn's graceful shutdown until each job ends). Its own timed ping is off:

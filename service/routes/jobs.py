@@ -8,10 +8,12 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Resp
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from core import kinds
 from core.errors import NotFound
 from core.job_state import artifact_key, to_view
-from core.model_registry import Registry
-from core.schemas.jobs import EXAMPLES, KINDS, AnyJob, JobRequest, TrainJob
+from core.kinds.base import JobBase
+from core.kinds.train import TrainJob
+from core.model_registry import ModelRegistry
 from core.schemas.responses import TERMINAL, Job, JobList, Status
 from service.admission import admit
 from service.deps import Conn, Events, Models, Owner, Repo, SettingsDep, Store
@@ -20,6 +22,8 @@ from service.jobs import JobRepo, body_digest
 from service.routes import BEARER
 from service.webhooks import check_enabled
 
+JobRequest = kinds.request_type()  # every registered kind's request (EXTRA_KINDS included), one union on `kind`
+EXAMPLES = {name: {"value": example} for name, example in kinds.examples().items()}
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=BEARER, responses=error_responses(*AUTHED, 422))
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 JOB_ID = re.compile(r"[A-Za-z0-9_-]+")  # the only ids RQ looks up; no job has any other
@@ -27,7 +31,7 @@ LOCATION = {"Location": {"description": "/v1/jobs/{id}", "schema": {"type": "str
 
 
 async def job_id_of(job_id: str) -> str:
-    """The path's job id; one that no job can have is unknown at once (API.md: 404)."""
+    """The path's job id; one that no job can have is unknown at once (docs/api.md: 404)."""
     if not JOB_ID.fullmatch(job_id):
         raise NotFound(f"No job {job_id!r} of yours exists; job ids are the ones POST /v1/jobs answered.")
     return job_id
@@ -59,7 +63,7 @@ def admit_and_create(
     conn: Conn,
     models: Models,
     owner: str,
-    job: AnyJob,
+    job: JobBase,
     settings: SettingsDep,
     idempotency_key: str | None,
     body: bytes,
@@ -70,7 +74,7 @@ def admit_and_create(
     claim = None
     if isinstance(job, TrainJob):
         name = job.name
-        claim = lambda job_id: Registry(conn).claim(owner, name, job_id, set(models))  # noqa: E731
+        claim = lambda job_id: ModelRegistry(conn).claim(owner, name, job_id, set(models))  # noqa: E731
     created, _ = repo.create(owner, job, queue, idempotency_key, body_digest(body), claim)
     return to_view(created)
 
@@ -87,7 +91,7 @@ def admit_and_create(
 )
 async def submit_job(
     request: Request,
-    job: Annotated[JobRequest, Body(openapi_examples={k: {"value": v} for k, v in EXAMPLES.items()})],
+    job: Annotated[JobRequest, Body(openapi_examples=EXAMPLES)],  # type: ignore[valid-type]
     owner: Owner,
     repo: Repo,
     conn: Conn,
@@ -113,7 +117,7 @@ async def list_jobs(
     repo: Repo,
     settings: SettingsDep,
     status: Status | None = None,
-    kind: Annotated[str | None, Query(pattern="^(" + "|".join(KINDS) + ")$")] = None,
+    kind: Annotated[str | None, Query(pattern="^(" + "|".join(kinds.names()) + ")$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:

@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from starlette.concurrency import run_in_threadpool
 
-from core.catalog import ModelSpec
 from core.errors import Conflict, NotFound
-from core.model_registry import Registry
+from core.model_registry import ModelRegistry
+from core.model_spec import ModelSpec
 from core.model_status import as_loaded
 from core.schemas.responses import Model, ModelList
 from service.deps import Conn, Models, Owner, Store
@@ -19,14 +19,14 @@ ModelId = Annotated[str, Path(description="a model id from GET /v1/models", exam
 
 
 def _find(conn: Conn, models: Models, owner: str, model_id: str) -> ModelSpec:
-    spec = models.get(model_id) or Registry(conn).spec(owner, model_id)
+    spec = models.get(model_id) or ModelRegistry(conn).spec(owner, model_id)
     if spec is None:
         raise NotFound(f"No model {model_id!r} of yours or shipped; GET /v1/models lists them.")
     return as_loaded(conn, spec)
 
 
 def _all(conn: Conn, models: Models, owner: str) -> list[ModelSpec]:
-    return [*(as_loaded(conn, spec) for spec in models.values()), *Registry(conn).specs(owner)]
+    return [*(as_loaded(conn, spec) for spec in models.values()), *ModelRegistry(conn).specs(owner)]
 
 
 @router.get("", response_model=ModelList)
@@ -45,6 +45,6 @@ async def delete_model(model_id: ModelId, owner: Owner, models: Models, conn: Co
     """Deletes a model the caller trained, with its checkpoint; jobs already queued on it then fail."""
     if model_id in models:
         raise Conflict(f"{model_id} ships with this deployment and cannot be deleted.")
-    if not await run_in_threadpool(Registry(conn).delete, owner, model_id, store):
+    if not await run_in_threadpool(ModelRegistry(conn).delete, owner, model_id, store):
         raise NotFound(f"No model {model_id!r} of yours; GET /v1/models lists them.")
     return Response(status_code=204)

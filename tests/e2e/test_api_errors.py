@@ -1,4 +1,4 @@
-"""Every malformed or invalid request answers the envelope of API.md, naming the field and the rule."""
+"""Every malformed or invalid request answers the envelope of docs/api.md, naming the field and the rule."""
 
 import httpx
 import numpy as np

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from core.kinds.img2img import course_starts
 from models.datasets import mnist_5k
 from models.unet import CS180UNet
-from service.admission import course_starts
 from tests.helpers import Stack, artifact, decode, names, png, running_stack, submit, succeeded, wait_until
 
 DIGIT = {"dataset": "mnist-5k", "index": 7}

@@ -105,7 +105,7 @@ class Receiver:
 
 
 def verifies(secret: str, headers: Message, body: bytes) -> bool:
-    """What README tells a receiver to do."""
+    """What docs/client.md ("Webhooks") tells a receiver to do."""
     signed = headers["X-Diffusion-Jobs-Timestamp"].encode() + b"." + body
     expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, headers["X-Diffusion-Jobs-Signature"])

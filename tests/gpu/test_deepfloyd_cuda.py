@@ -1,6 +1,7 @@
 """DeepFloyd IF on CUDA in fp16 through a real worker (the tiny random IF of tests/tiny_if.py): every kind runs, each
 job gives back the GPU memory it took, and a job that runs out of GPU memory fails with a clear error while the
-worker serves the next one. Skipped where there is no CUDA; run on a lent GPU machine (README, "GPU checks")."""
+worker serves the next one. Skipped where there is no CUDA; run on a lent GPU machine
+(docs/operations/deployment.md, "GPU checks")."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from tests.helpers import Stack, client_for, finish, submit
 from tests.tiny_if import build
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-KINDS = [
+BODIES = [
     {"kind": "sample", "prompt": PHOTO, "n": 4, "frames": True, "upsample": True},
     {"kind": "img2img", "image": {"dataset": "mnist-5k", "index": 0}, "prompt": PHOTO},
     {"kind": "anagram", "prompts": [PHOTO, "a pencil"], "view": "rotate_180"},
@@ -35,7 +36,7 @@ def cuda_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield stack
 
 
-@pytest.mark.parametrize("body", KINDS, ids=[b["kind"] for b in KINDS])
+@pytest.mark.parametrize("body", BODIES, ids=[b["kind"] for b in BODIES])
 def test_each_kind_runs_in_fp16_and_gives_its_memory_back(cuda_stack: Stack, api_key: str, body: dict) -> None:
     with client_for(cuda_stack, api_key) as client:
         job = submit(client, {"model": MODEL, "seed": 0, **body}).json()

@@ -87,7 +87,7 @@ def test_resume_from_an_epoch_state_equals_a_straight_run(objective: str) -> Non
             raise _Killed
 
     with pytest.raises(_Killed):
-        train(build_model(config), images, labels, config, on_step=kill, on_epoch=keep)
+        train(build_model(config), images, labels, config, on_batch=kill, on_epoch=keep)
     assert len(saved) == 1
     state = torch.load(io.BytesIO(saved[0]), weights_only=True)
     assert state["epoch"] == 1 and state["step"] == 4
@@ -118,7 +118,7 @@ def test_hooks_see_every_step_and_epoch() -> None:
         images,
         None,
         config,
-        on_step=lambda e, i, n, loss: steps.append((e, i, n)),
+        on_batch=lambda e, i, n, loss: steps.append((e, i, n)),
         on_epoch=lambda e, state: epochs.append(state["epoch"]),
     )
     assert steps == [(e, i, 3) for e in range(2) for i in range(3)]  # 40 images, batches of 16: 16, 16, 8
@@ -269,7 +269,7 @@ def test_unet2d_resumes_exactly_and_saves(tmp_path: Path) -> None:
             raise _Killed
 
     with pytest.raises(_Killed):
-        train(build_model(config, 3, 16), images, labels, config, on_step=stop, on_epoch=lambda e, s: states.append(s))
+        train(build_model(config, 3, 16), images, labels, config, on_batch=stop, on_epoch=lambda e, s: states.append(s))
     resumed = train(build_model(replace(config, seed=5), 3, 16), images, labels, config, state=states[0])
     _assert_same_weights(resumed.ema.state_dict(), straight.ema.state_dict(), atol=1e-6)
     resumed.ema.save_pretrained(tmp_path / "net")

@@ -1,5 +1,5 @@
-"""The `measured` fixture: a reliability test records what it measured (RELIABILITY.md cites the figures) in
-var/reliability/measured.json, one entry per test, rewritten by each run of that test."""
+"""The `measured` fixture: a reliability test records what it measured (docs/operations/reliability.md cites the
+figures) in var/reliability/measured.json, one entry per test, rewritten by each run of that test."""
 
 import json
 import os

@@ -1,5 +1,5 @@
-"""Hand-made hostile inputs (RELIABILITY.md): each gets its 4xx at the door, and no worker ever sees it (nothing is
-queued). One API process on a real Redis, no worker: anything that got through would sit in the queue."""
+"""Hand-made hostile inputs (docs/operations/reliability.md): each gets its 4xx at the door, and no worker ever sees
+it (nothing is queued). One API process on a real Redis, no worker: anything that got through would sit in the queue."""
 
 import io
 import json

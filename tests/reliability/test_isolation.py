@@ -1,5 +1,5 @@
-"""Security promises of RELIABILITY.md: nobody sees what is not theirs (404, never 403), no payload is unpickled, and
-no server listens off loopback without keys. Real API, worker and Redis processes."""
+"""Security promises of docs/operations/reliability.md: nobody sees what is not theirs (404, never 403), no payload
+is unpickled, and no server listens off loopback without keys. Real API, worker and Redis processes."""
 
 import pickle
 import subprocess

@@ -1,4 +1,5 @@
-"""Per-key request rates (API.md: 429 with `Retry-After`): real API, real Redis; a refused request leaves nothing."""
+"""Per-key request rates (docs/api.md: 429 with `Retry-After`): real API, real Redis; a refused request leaves
+nothing."""
 
 from tests.helpers import NOISE, TEST_KEYS, client_for, running_stack
 

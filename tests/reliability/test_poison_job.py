@@ -1,5 +1,6 @@
-"""Fault 7 of RELIABILITY.md: a poison job (its model's checkpoint went bad in the store, so the model code raises on
-every attempt) fails after a bounded number of attempts with a readable error; the same worker serves the next job."""
+"""Fault 7 of docs/operations/reliability.md: a poison job (its model's checkpoint went bad in the store, so the
+model code raises on every attempt) fails after a bounded number of attempts with a readable error; the same worker
+serves the next job."""
 
 import redis
 

@@ -1,5 +1,5 @@
-"""Redis faults 5, 6 and 8 of RELIABILITY.md, each on a Redis server of its own that the test kills, freezes or
-fills for real, under a real API and real worker processes."""
+"""Redis faults 5, 6 and 8 of docs/operations/reliability.md, each on a Redis server of its own that the test kills,
+freezes or fills for real, under a real API and real worker processes."""
 
 import itertools
 import re

@@ -8,7 +8,7 @@ lazy `from_fixture` loader fails on pytest 9.2, which dropped `Node._nodeid`.)
 Every operation gets a bounded number of derandomized cases, valid and invalid (negative) data, in schemathesis's
 examples, coverage and fuzzing phases, then a short stateful run chains operations through the ids they answer.
 Every check runs on every response: no 5xx, and each status, content type, header and body as the schema documents
-it. `CONFIG_TOML` holds the configuration, with each place where it follows API.md rather than a check's default.
+it. `CONFIG_TOML` holds the configuration, with each place where it follows docs/api.md rather than a check's default.
 The long profile is `.venv/bin/python scripts/fuzz_api.py`.
 """
 
@@ -67,7 +67,7 @@ def test_the_server_serves_this_schema(fuzzed_stack: Stack) -> None:
 
 
 def test_every_error_is_the_documented_envelope() -> None:
-    """Each operation documents API.md's one error body for each error it can answer (FastAPI's own 422 body,
+    """Each operation documents docs/api.md's one error body for each error it can answer (FastAPI's own 422 body,
     `HTTPValidationError`, is never sent)."""
     for path, item in SCHEMA["paths"].items():
         for method, operation in item.items():

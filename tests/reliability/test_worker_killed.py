@@ -1,5 +1,6 @@
-"""Fault 1 of RELIABILITY.md with the shipped defaults (heartbeat 30 s): `diffusion-jobs up` runs the embedded stack,
-the worker is SIGKILLed mid-sampling, `up` starts it again, the job is retried and succeeds within 60 s."""
+"""Fault 1 of docs/operations/reliability.md with the shipped defaults (heartbeat 30 s): `diffusion-jobs up` runs the
+embedded stack, the worker is SIGKILLed mid-sampling, `up` starts it again, the job is retried and succeeds within
+60 s."""
 
 import os
 import signal

@@ -1,5 +1,6 @@
-"""Worker faults 3 and 4 of RELIABILITY.md: a long job keeps its heartbeat; SIGTERM once finishes the job in hand,
-twice stops it at its next step and hands it to another worker. Real API, real worker processes, real Redis."""
+"""Worker faults 3 and 4 of docs/operations/reliability.md: a long job keeps its heartbeat; SIGTERM once finishes the
+job in hand, twice stops it at its next step and hands it to another worker. Real API, real worker processes, real
+Redis."""
 
 import signal
 import time

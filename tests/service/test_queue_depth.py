@@ -4,7 +4,7 @@ import pytest
 import redis
 
 from core.errors import Unavailable
-from core.schemas.jobs import parse_job
+from core.kinds import parse_job
 from core.settings import Settings
 from service.jobs import JobRepo
 from tests.helpers import NOISE, fresh_database

@@ -9,8 +9,8 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from core.errors import Conflict
-from core.model_registry import Registry, spec_of
-from core.schemas.jobs import TRAIN_DEFAULTS, TrainJob
+from core.kinds.train import TRAIN_DEFAULTS, TrainJob
+from core.model_registry import ModelRegistry, spec_of
 from tests.helpers import fresh_database
 
 BASE = {"kind": "train", "name": "my-model", "dataset": "mnist-5k"}
@@ -64,7 +64,7 @@ def conn(redis_url):
 
 
 def test_a_name_is_claimed_once_until_its_job_ends(conn):
-    registry = Registry(conn)
+    registry = ModelRegistry(conn)
     queue = Queue("train", connection=conn, serializer=JSONSerializer)
     job = queue.enqueue_call("worker.tasks.run_job", args=[{}], job_id="job-1")
     registry.claim("alice", "digits", "job-1", {"mnist-ddpm"})
@@ -99,7 +99,7 @@ def test_a_registered_model_is_its_owners_only_and_blocks_its_name(conn, tmp_pat
         "sigma": None,
         "size_bytes": 10,
     }
-    registry = Registry(conn)
+    registry = ModelRegistry(conn)
     registry.claim("alice", "digits", "job-5", set())
     registry.register("alice", record)
     assert conn.hget("dj:model-claims:alice", "digits") is None
