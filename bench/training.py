@@ -50,17 +50,8 @@ import torch.nn.functional as F
 from bench.sampling import load_average, machine_info, machine_lines, table
 from models.datasets import ImageDataset, held_out_split, mnist_5k
 from models.schedules import linear_schedule
-from models.training import (
-    NOISE,
-    SHUFFLE,
-    TrainConfig,
-    build_model,
-    dataset_tensors,
-    derived_seed,
-    fused_adam_works,
-    train,
-    use_bf16,
-)
+from models.train_config import NOISE, SHUFFLE, TrainConfig, build_model, derived_seed, fused_adam_works, use_bf16
+from models.training import dataset_tensors, train
 
 TARGET_SPEEDUP = 1.5
 SAME_LOSS_RTOL = 0.02  # the largest relative difference of a step's loss from the reference's

@@ -63,22 +63,7 @@ def _mnist(
     objective: str,
 ) -> ModelSpec:
     folder = root / model_id
-    if not (folder / "config.json").exists():
-        return ModelSpec(
-            model_id,
-            description,
-            MNIST_QUEUE,
-            28,
-            1,
-            (0.0, 1.0),
-            schedule,
-            NETWORK_FREE,
-            classes=classes,
-            defaults=defaults,
-            reason=f"its checkpoint is missing from {folder}",
-            objective=objective,
-        )
-    return ModelSpec(
+    spec = ModelSpec(
         model_id,
         description,
         MNIST_QUEUE,
@@ -93,6 +78,11 @@ def _mnist(
         info=_read_info(folder),
         objective=objective,
     )
+    if not (folder / "config.json").exists():  # only the kinds that need no network run on it
+        return replace(
+            spec, capabilities=NETWORK_FREE, checkpoint=None, reason=f"its checkpoint is missing from {folder}"
+        )
+    return spec
 
 
 IF_ID = "deepfloyd-if"

@@ -33,7 +33,8 @@ import torch
 from tqdm import tqdm
 
 from models.datasets import held_out_split, mnist_5k
-from models.training import LOSS_WEIGHTS, TrainConfig, TrainState, build_model, train
+from models.train_config import LOSS_WEIGHTS, TrainConfig, TrainState, build_model
+from models.training import train
 from models.unet import set_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent

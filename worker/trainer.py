@@ -42,17 +42,8 @@ from models.grid import make_grid
 from models.imageio import encode_gif, encode_png
 from models.judge import judge_digits
 from models.sampling import Step
-from models.training import (
-    TrainConfig,
-    TrainResult,
-    TrainState,
-    build_model,
-    dataset_tensors,
-    fused_adam_works,
-    noise_process,
-    train,
-    use_bf16,
-)
+from models.train_config import TrainConfig, TrainState, build_model, fused_adam_works, noise_process, use_bf16
+from models.training import TrainResult, dataset_tensors, train
 from models.unet import Net, set_memory_format
 
 FIGURE_IMAGES = 8  # test images in the noising and denoising figures

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.training import native_bf16
+from models.train_config import native_bf16
 from tests.helpers import (
     TEST_KEYS,
     Stack,

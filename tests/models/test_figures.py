@@ -21,7 +21,7 @@ from models.figures import (
 from models.processes import DDPM, Flow
 from models.sampling import Step
 from models.schedules import linear_schedule
-from models.training import TrainConfig, build_model
+from models.train_config import TrainConfig, build_model
 from models.unet import Net
 
 CELL = 28 + 2  # a 28 x 28 tile and make_grid's padding of 2

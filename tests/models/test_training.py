@@ -9,17 +9,8 @@ import torch
 from models.datasets import ImageDataset
 from models.processes import DDPM, Flow
 from models.schedules import linear_schedule
-from models.training import (
-    OBJECTIVES,
-    TrainConfig,
-    TrainingDiverged,
-    TrainState,
-    _objective_loss,
-    build_model,
-    dataset_tensors,
-    noise_process,
-    train,
-)
+from models.train_config import OBJECTIVES, TrainConfig, TrainState, build_model, noise_process
+from models.training import TrainingDiverged, _objective_loss, dataset_tensors, train
 from models.unet import CS180UNet, DiffusersUNet, load_network
 
 
