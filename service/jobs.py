@@ -19,6 +19,7 @@ import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from core import keys
@@ -144,6 +145,15 @@ class JobRepo:
             pipe.execute()
         return True
 
+    def _unclaimed(self, job: RQJob) -> bool:
+        """Whether no worker holds a job that reads as queued, so the API may end it: taken out of its queue's list
+        here (one LREM, atomic against a worker's dequeue), or in no list at all (a retry waiting for its time). A job
+        a worker dequeued a moment ago is the worker's to end: it sees the cancel flag before it runs a step, and an
+        ending written here as well would race the worker's own (its meta overwritten, its status finished)."""
+        if job.get_status(refresh=False) != JobStatus.QUEUED:
+            return True
+        return bool(self.conn.lrem(queue_key(self.queue(job.origin)), 1, job.id))
+
     def find(
         self, owner: str, status: str | None, kind: str | None, limit: int, cursor: str | None
     ) -> tuple[list[RQJob], str | None]:
@@ -177,7 +187,7 @@ class JobRepo:
             return job
         log.info("job=%s cancel requested while %s", job_id, status)
         self.conn.set(keys.cancel_flag(job_id), 1, ex=self.settings.artifact_ttl_s)
-        if status == "queued":
+        if status == "queued" and self._unclaimed(job):
             job.cancel()
             job.meta["finished_at"] = now_iso()
             job.save_meta()
