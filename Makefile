@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/all.py
 
 clean:
-	rm -rf $(VENV) var site .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) var site docs/openapi.json .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
