@@ -18,10 +18,7 @@ from core.errors import InvalidRequest
 from core.images import ImageLimits, probe_image, verify_pixels
 from core.job_state import artifact_key, status_and_error
 from core.kinds import kind_of
-from core.kinds.anagram import AnagramJob
 from core.kinds.base import Conditioned, Door, Guidance, JobBase, Stepping, Upsampled
-from core.kinds.denoise import DenoiseJob
-from core.kinds.hybrid import HybridJob
 from core.model_registry import ModelRegistry
 from core.model_spec import ModelSpec
 from core.model_status import as_loaded
@@ -88,15 +85,6 @@ def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
 Prompts = list[tuple[list[str | int], str]]  # (where in the request, the prompt)
 
 
-def prompts_of(req: JobBase) -> Prompts:
-    prompts: Prompts = []
-    if isinstance(req, Conditioned | DenoiseJob) and req.prompt is not None:
-        prompts.append((["prompt"], req.prompt))
-    if isinstance(req, AnagramJob | HybridJob):
-        prompts += [(["prompts", i], p) for i, p in enumerate(req.prompts)]
-    return prompts
-
-
 def check_text(spec: ModelSpec, req: JobBase, prompts: Prompts) -> None:
     """A text model takes no class label, and any prompt unless its workers serve precomputed embeddings only (then
     its `prompts` lists them)."""
@@ -112,7 +100,7 @@ def check_text(spec: ModelSpec, req: JobBase, prompts: Prompts) -> None:
 
 def check_classes(spec: ModelSpec, req: JobBase) -> None:
     """Prompts of the in-house models are their class names."""
-    prompts = prompts_of(req)
+    prompts = req.prompt_inputs()
     if spec.text:
         check_text(spec, req, prompts)
         return

@@ -53,6 +53,18 @@ class JobBase(BaseModel):
         """The request's image inputs by field name, for checks at the door and resolution in the worker."""
         return {name: value for name, value in self if isinstance(value, ImageInput)}
 
+    def prompt_inputs(self) -> list[tuple[list[str | int], str]]:
+        """The request's prompts with where each is (`prompt`, each of `prompts`), for the checks at the door: a kind
+        with prompts declares nothing more."""
+        found: list[tuple[list[str | int], str]] = []
+        prompt = getattr(self, "prompt", None)
+        if isinstance(prompt, str):
+            found.append((["prompt"], prompt))
+        listed = getattr(self, "prompts", None)
+        if isinstance(listed, list):
+            found += [(["prompts", i], p) for i, p in enumerate(listed)]
+        return found
+
 
 class Upsampled(BaseModel):
     """Any image-making kind on DeepFloyd IF may add the 256 px version of each image_{i}.png (stage II)."""
