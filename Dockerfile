@@ -26,11 +26,12 @@ WORKDIR /home/app
 # ---- api: the HTTP server; installs the web dependencies, then the package without its deps -----
 FROM base AS api
 RUN pip install \
-        "fastapi>=0.115" "uvicorn[standard]>=0.30" "redis>=5.0" "rq>=3.0,<3.1" \
+        "fastapi>=0.165" "uvicorn[standard]>=0.30" "redis>=5.0" "rq>=3.0,<3.1" \
         "pydantic>=2.7" "pydantic-settings>=2.3" "pillow>=10.3" "python-multipart>=0.0.9" \
         "httpx>=0.27" "numpy>=1.26" "limits>=5.0" "huggingface_hub>=0.34" \
         "prometheus-client>=0.20" "python-json-logger>=3.1" "fastapi-offline>=1.7" "sse-starlette>=3.0" \
-        "httpx-sse>=0.4" "tqdm>=4.66"
+        "httpx-sse>=0.4" "tqdm>=4.66" \
+        "opentelemetry-api>=1.30" "opentelemetry-sdk>=1.30" "opentelemetry-exporter-otlp-proto-http>=1.30"
 COPY . /src
 RUN pip install --no-deps /src && rm -rf /src
 USER app

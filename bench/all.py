@@ -61,6 +61,12 @@ BENCHES = (
         420,
     ),
     Bench(
+        "priorities",
+        "time to start under a saturated queue: high over 100 low jobs, normal behind 33 normal ones",
+        ("bench/priorities.py",),
+        240,
+    ),
+    Bench(
         "redis_ops",
         "Redis calls per job, per sampling step and per poll (the scale estimate)",
         ("bench/redis_ops.py", "--jobs", "30", "--samples", "3"),

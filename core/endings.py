@@ -1,7 +1,8 @@
 """A job's end, wherever it happens: the worker (succeeded, failed, canceled while running), the API (canceled while
-queued) or the reaper (failed as worker_lost). Each end is counted for /metrics and queues the job's `completed`
-webhook if it asked for one, in one pipelined round trip. A Redis error is logged, never raised: the job's own
-record matters more than its counters and its webhook."""
+queued) or the reaper (failed as worker_lost). Each end is counted for /metrics, frees the key's active slot and
+counts its worker seconds (core/usage.py), counts it in its group (core/groups.py), and queues the job's
+`completed` webhook if it asked for one, in one pipelined round trip. A Redis error is logged, never raised: the
+job's own record matters more than its counters and its webhook."""
 
 import logging
 from collections.abc import Callable, Iterable
@@ -10,8 +11,10 @@ import redis
 from rq.job import Job as RQJob
 
 from core import keys
+from core.groups import group_job_ended
 from core.job_metrics import count_job_end
 from core.outbox import outbox_record
+from core.usage import release
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,11 @@ def record_endings(
         with conn.pipeline(transaction=False) as pipe:
             for job in jobs:
                 count_job_end(pipe, job, outcome)
+                release(pipe, job, outcome)
                 record = outbox_record(job, "completed")
                 if record is not None:
                     pipe.lpush(keys.WEBHOOK_OUTBOX, record)
+                group_job_ended(pipe, job)  # its group's count, and the group's webhook after the last
             if extra is not None:
                 extra(pipe)
             pipe.execute()

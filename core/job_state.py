@@ -11,6 +11,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus
 
 from core import keys
+from core.queue_place import place
 from core.rq_internals import lost_by_worker
 from core.schemas.responses import Artifact, Job, JobError, Progress
 
@@ -59,11 +60,10 @@ def to_view(job: RQJob) -> Job:
     meta: dict[str, Any] = job.meta
     params: dict[str, Any] = job.args[0]
     progress = meta.get("progress")
-    position = None  # 1: the next job its queue will run; None: not in its queue (e.g. a retry on its way)
+    position = eta = None  # position 1: the next job its pool will run; None: not in a queue (a retry on its way)
     if status == "queued":
         hint = meta.pop("position_hint", None)
-        index = job.get_position() if hint is None else hint - 1
-        position = None if index is None else index + 1
+        position, eta = place(job, job.get_position() if hint is None else hint - 1)
     finished = meta.get("finished_at") or (iso(job.ended_at) if status in ("succeeded", "failed") else None)
     return Job(
         id=job.id,
@@ -74,6 +74,9 @@ def to_view(job: RQJob) -> Job:
         started_at=meta.get("started_at"),
         finished_at=finished,
         queue_position=position,
+        queue_eta_seconds=eta,
+        priority=params.get("priority", "normal"),
+        group_id=meta.get("group"),
         progress=Progress(**progress) if progress else None,
         params=params,
         artifacts=[Artifact(**a, url=f"/v1/jobs/{job.id}/artifacts/{a['name']}") for a in meta.get("artifacts", [])],

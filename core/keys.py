@@ -10,6 +10,13 @@ METRICS_JOBS = "dj:metrics:jobs"  # "kind\tstatus" -> jobs ended
 METRICS_DURATION = "dj:metrics:duration"  # "kind\tmodel\t<bucket bound>|sum" -> jobs in that bucket | seconds
 METRICS_IMAGES = "dj:metrics:images"  # "kind\tmodel" -> images produced
 METRICS_GPU = "dj:metrics:gpu"  # "worker\tallocated|peak" -> bytes at the worker's last job end
+PAUSED_QUEUES = "dj:paused-queues"  # set of queue names whose workers take no new job (core/pause.py)
+
+
+def worker_info(worker_name: str) -> str:
+    """A worker's hash of what it runs on (worker/worker_info.py): GPU, CUDA_VISIBLE_DEVICES; renewed with its
+    heartbeat, so it expires with the worker."""
+    return f"dj:worker-info:{worker_name}"
 
 
 def owner_jobs(owner: str) -> str:
@@ -71,3 +78,19 @@ def model_status(model_id: str) -> str:
 def prompt_embedding(encoder: str, digest: str) -> str:
     """A prompt's text embedding (safetensors bytes), keyed by the encoder and the prompt's SHA-256."""
     return f"dj:prompt:{encoder}:{digest}"
+
+
+def active_jobs(owner: str) -> str:
+    return f"dj:active:{owner}"  # set: the key's jobs queued or running (core/usage.py)
+
+
+def usage_day(owner: str, day: str) -> str:
+    return f"dj:usage:{owner}:{day}"  # hash: images, gpu_seconds of the key on one UTC day (YYYY-MM-DD)
+
+
+def group(group_id: str) -> str:
+    return f"dj:group:{group_id}"  # hash: a job group's record (core/groups.py)
+
+
+def group_ended(group_id: str) -> str:
+    return f"dj:group-ended:{group_id}"  # set: the group's members whose end was counted (core/groups.py)

@@ -1,8 +1,10 @@
 """The webhook outbox: whoever sees a job's event appends one small record to a Redis list (one LPUSH), and the API
 processes' deliverers make the POSTs (service/webhooks.py, service/webhook_delivery.py).
 
-A record is `{"id": delivery id, "job": job id, "event": ..., "tries": n, "waits": n}`; its body is built when it is
-sent, from the job as GET /v1/jobs/{id} shows it then.
+A record is `{"id": delivery id, "job": job id, "event": ..., "tries": n, "waits": n}`, and "trace", the job's trace
+carrier, where it has one; its body is built when it is sent, from the job as GET /v1/jobs/{id} shows it then.
+A job group's record (core/groups.py) has "group", the group's id, in place of "job", and the event
+`group.completed`; its body is the group as GET /v1/groups/{id} shows it.
 """
 
 import json
@@ -31,7 +33,10 @@ def outbox_record(job: RQJob, event: WebhookEvent) -> str | None:
     params = job.args[0] if job.args else {}
     if not isinstance(params, dict) or not wants(params, event):
         return None
-    return json.dumps({"id": uuid.uuid4().hex, "job": job.id, "event": event, "tries": 0, "waits": 0})
+    record = {"id": uuid.uuid4().hex, "job": job.id, "event": event, "tries": 0, "waits": 0}
+    if trace := job.meta.get("trace"):  # the job's trace carrier (core/tracing.py): the POST's span joins it
+        record["trace"] = trace
+    return json.dumps(record)
 
 
 def announce(conn: redis.Redis, job: RQJob, event: WebhookEvent) -> None:

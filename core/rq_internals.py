@@ -8,6 +8,8 @@ The worker's overrides of RQ's own methods live in `HookedWorker`; worker/main.D
 it offers (`run_dequeued`, `on_force_stop`, `on_heartbeat`).
 """
 
+import math
+import time
 from datetime import timedelta
 from types import FrameType
 
@@ -17,13 +19,16 @@ from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError
 from rq.executions import Execution
 from rq.job import Job as RQJob
-from rq.registry import StartedJobRegistry
+from rq.job import JobStatus
+from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
-from rq.worker_registration import get_keys
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY, get_keys
+
+from core.pause import paused
 
 # -- Redis layout --------------------------------------------------------------------------------------------------
 
@@ -67,6 +72,18 @@ def worker_keys(queue: Queue) -> set[str]:
     return get_keys(queue=queue)
 
 
+def queue_list_key(name: str) -> str:
+    """RQ internal: `Queue.key` of the queue called `name`, without building a Queue (which asks the server's
+    version): the list read with LLEN in a pipeline of other reads."""
+    return Queue.redis_queue_namespace_prefix + name
+
+
+def workers_by_queue_key(name: str) -> str:
+    """RQ internal: `rq.worker_registration.WORKERS_BY_QUEUE_KEY`, the set of the workers registered on a queue
+    (SCARD counts them in a pipeline; `worker_keys` cleans nothing either)."""
+    return WORKERS_BY_QUEUE_KEY % name
+
+
 # -- Registries ----------------------------------------------------------------------------------------------------
 
 
@@ -75,6 +92,21 @@ def started_count(conn: redis.Redis, queue_name: str) -> int:
     clean-up that `count` runs first (the reaper cleans, not a metrics scrape)."""
     registry = StartedJobRegistry(queue_name, connection=conn, serializer=JSONSerializer)
     return registry.get_job_count(cleanup=False)
+
+
+def registry_counts(conn: redis.Redis, queue_name: str) -> dict[str, int]:
+    """RQ internal: `BaseRegistry.get_job_count(cleanup=False)` of a queue's started, failed, deferred and scheduled
+    registries, counted without the clean-up that `count` runs first (for the admin's view of the queues)."""
+    registries = {
+        "started": StartedJobRegistry,
+        "failed": FailedJobRegistry,
+        "deferred": DeferredJobRegistry,
+        "scheduled": ScheduledJobRegistry,
+    }
+    return {
+        name: cls(queue_name, connection=conn, serializer=JSONSerializer).get_job_count(cleanup=False)
+        for name, cls in registries.items()
+    }
 
 
 def reap_abandoned(conn: redis.Redis, queue_name: str) -> list[str]:
@@ -111,15 +143,41 @@ def requeue_at_front_for_free(job: RQJob) -> None:
     job.enqueue_at_front_on_retry = True
 
 
+def requeue_ended(job: RQJob) -> None:
+    """RQ internals: `FailedJobRegistry.requeue(job)` for a job RQ failed, or `FinishedJobRegistry.remove(job)` and
+    `Queue.enqueue_job(job)` for one the worker ended itself (RQ finished it); then `Job.key` kept (PERSIST) past the
+    time-to-live its end gave it. The job, saved with its meta as it is now, goes to the back of its own queue
+    (`Job.origin`) for one more attempt."""
+    if job.get_status(refresh=False) == JobStatus.FAILED:
+        job.requeue()
+    else:
+        queue = Queue(job.origin, connection=job.connection, serializer=JSONSerializer)
+        queue.finished_job_registry.remove(job)
+        job.started_at = job.ended_at = None
+        queue.enqueue_job(job)
+    job.connection.persist(job.key)
+
+
+def put_back(job: RQJob, queue: Queue) -> None:
+    """RQ internals: `Queue.key` and `Queue.intermediate_queue_key`. A job just dequeued, not yet started, back at the
+    front of its queue as if never taken (out of the intermediate list, where a dequeue from one queue moves it)."""
+    with job.connection.pipeline() as pipe:
+        pipe.lrem(intermediate_queue_key(queue), 0, job.id)
+        pipe.lpush(queue_key(queue), job.id)
+        pipe.execute()
+
+
 # -- The worker ----------------------------------------------------------------------------------------------------
 
 
 class HookedWorker(SimpleWorker):
     """RQ's in-process worker, whose internal methods the worker overrides or calls here only, behind names of ours.
 
-    Subclasses override the hooks `run_dequeued`, `on_force_stop` and `on_heartbeat`, never RQ's methods."""
+    Subclasses override the hooks `run_dequeued`, `on_force_stop`, `on_heartbeat` and `paused_queues`, never RQ's
+    methods."""
 
     heartbeat_ttl_s = 30  # a running job's heartbeat time-to-live
+    pause_poll_s = 2  # the longest one wait for a job blocks, so a queue paused or resumed is seen this soon
 
     # RQ's methods, overridden.
 
@@ -145,6 +203,43 @@ class HookedWorker(SimpleWorker):
         """RQ internal: `BaseWorker.execute_job(job, queue)`, which the work loop calls with each dequeued job."""
         self.run_dequeued(job, queue)
 
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[RQJob, Queue] | None:
+        """RQ internals: `BaseWorker.dequeue_job_and_maintain_ttl(timeout, max_idle_time)`, the work loop's wait for a
+        job (`timeout` None: burst, none; None back when idle `max_idle_time`), and `BaseWorker._ordered_queues`, the
+        queues it takes from, in order. Each wait blocks at most `pause_poll_s`, on the queues `paused_queues` leaves;
+        with all of them paused the worker waits, its heartbeat kept; a job taken from a queue paused meanwhile goes
+        back to the front of that queue untouched, so a pause is exact."""
+        deadline = None if max_idle_time is None else time.monotonic() + max_idle_time
+        while True:
+            wait = None if timeout is None else min(timeout, self.pause_poll_s)
+            if deadline is not None:
+                left = math.ceil(deadline - time.monotonic())
+                if left <= 0:
+                    return None
+                wait = None if wait is None else min(wait, left)
+            skipped = self.paused_queues()
+            open_queues = [queue for queue in self.queues if queue.name not in skipped]
+            if not open_queues:
+                if wait is None:
+                    return None
+                self.heartbeat()
+                self.set_idle()
+                time.sleep(wait)
+                continue
+            self._ordered_queues = open_queues
+            result = super().dequeue_job_and_maintain_ttl(wait, max_idle_time=wait)
+            if result is None:
+                if timeout is None:
+                    return None
+                continue
+            job, queue = result
+            if queue.name in self.paused_queues():
+                put_back(job, queue)
+                continue
+            return result
+
     # The hooks.
 
     def run_dequeued(self, job: RQJob, queue: Queue) -> None:
@@ -158,6 +253,14 @@ class HookedWorker(SimpleWorker):
 
     def on_heartbeat(self, conn: redis.Redis | Pipeline, ttl_s: int) -> None:
         """After each heartbeat, on its connection or pipeline, with its time-to-live."""
+
+    def paused_queues(self) -> set[str]:
+        """The names of the queues to take no job from now; by default the paused ones (core/pause.py). Redis
+        unreachable: none, and RQ's own dequeue meets the outage and waits it out."""
+        try:
+            return paused(self.connection)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return set()
 
     # RQ's methods and attributes, called.
 

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.images import ImageLimits
 
+TIMEOUT_MAX_S = {"noise": 600, "denoise": 1800, "train": 7 * 24 * 3600}  # the bounds of kinds unlike the default
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
@@ -34,6 +36,9 @@ class Settings(BaseSettings):
     port: int = 8000
     api_keys: str | None = None  # comma-separated; unset: no auth, loopback only
     api_workers: int = Field(default=1, ge=1, le=64)  # API processes (uvicorn workers) behind the one port
+    # Keys (each also in API_KEYS) that reach /v1/admin (docs/operations/administration.md); with no API_KEYS the
+    # loopback user is the admin.
+    admin_keys: str = ""
 
     # Artifacts and uploads.
     artifact_backend: Literal["redis", "filesystem"] = "redis"
@@ -51,9 +56,19 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=4096, ge=1, le=4096)
     max_queue_depth: int = 10_000
     max_wait_s: float = 60.0  # `Prefer: wait` and `?wait=`
+    max_group_jobs: int = Field(default=1000, ge=1, le=100_000)  # jobs in one POST /v1/groups (docs/api.md, "Groups")
     max_list_limit: int = 100
     rate_limit_writes: str = "600/minute"  # per key (docs/api.md: 429): POST and DELETE requests
     rate_limit_reads: str = "6000/minute"  # per key: every other request
+
+    # Priorities, time limits and quotas (docs/operations/scaling.md, "Priorities"; docs/operations/quotas.md).
+    high_priority_keys: str = ""  # comma-separated API keys that may submit priority "high"; "*": every key
+    # The most seconds a job of each kind may run (its `timeout_s` may ask less); kinds not named: the default.
+    # JSON in the environment, e.g. JOB_TIMEOUT_MAX_S='{"sample": 600}'; it is merged over these.
+    job_timeout_max_s: dict[str, int] = Field(default_factory=dict)
+    job_timeout_default_max_s: int = Field(default=3600, ge=1)
+    max_active_jobs_per_key: int = Field(default=0, ge=0)  # queued plus running; 0: no limit
+    daily_images_per_key: int = Field(default=0, ge=0)  # images asked for per UTC day; 0: no limit
 
     # Webhooks (docs/client.md, "Webhooks").
     webhook_secret: str | None = None  # the HMAC-SHA256 key of every POST's signature; unset: jobs may not ask one
@@ -73,6 +88,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     log_format: Literal["json", "text"] = "json"  # json: one object per line (core/logs.py); text: for a terminal
     cuda_memory_fraction: float | None = Field(default=None, gt=0, le=1)  # a worker's cap on its GPU's memory
+    # `up`: one worker per GPU and queue, each with its own CUDA_VISIBLE_DEVICES (docs/operations/scaling.md, "One
+    # worker per GPU"): GPU indices "0,1,2,3", or "all" for every GPU `nvidia-smi -L` lists; "": one worker per queue.
+    worker_gpus: str = ""
     # torch's threads in a sampling worker: on 2 shared cores with passive OpenMP waits, 1 was fastest at every batch
     # size measured (BENCHMARKS.md, "Cross-job batching"); a dedicated many-core CPU box may want more.
     inference_threads: int = Field(default=1, ge=1, le=256)
@@ -100,6 +118,19 @@ class Settings(BaseSettings):
     @property
     def extra_kind_packages(self) -> list[str]:
         return [p.strip() for p in self.extra_kinds.split(",") if p.strip()]
+
+    def timeout_bound_s(self, kind: str) -> int:
+        """The most seconds a job of `kind` may run on this deployment."""
+        bounds = {**TIMEOUT_MAX_S, **self.job_timeout_max_s}
+        return bounds.get(kind, self.job_timeout_default_max_s)
+
+    @property
+    def high_priority_key_list(self) -> list[str]:
+        return [k.strip() for k in self.high_priority_keys.split(",") if k.strip()]
+
+    @property
+    def admin_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
 
     @property
     def key_list(self) -> list[str]:

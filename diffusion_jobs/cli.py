@@ -74,6 +74,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return up(get_settings())
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from diffusion_jobs.dashboard import run_dashboard
+
+    return run_dashboard(get_settings(), args.host, args.port)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     passive_omp()
     from diffusion_jobs.train_cli import run
@@ -93,6 +99,10 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("redis", help="the embedded Redis server alone, in the foreground")
     r.add_argument("--port", type=int, default=0)
     r.set_defaults(func=cmd_redis)
+    d = sub.add_parser("dashboard", help="rq-dashboard, a web view of the queues and workers, on REDIS_URL")
+    d.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
+    d.add_argument("--port", type=int, default=9181)
+    d.set_defaults(func=cmd_dashboard)
     from diffusion_jobs.train_cli import add_arguments
 
     t = sub.add_parser("train", help="train a model as a `train` job would, into a folder, without the service")

@@ -10,14 +10,16 @@ definition; errors are the classes of `diffusion_jobs.client_errors`, a job's li
         c.download(job, dest="out")
 """
 
+import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from core.schemas.responses import TERMINAL, Job, JobList, Model, ModelList, Upload
+from core.schemas.responses import TERMINAL, Group, Job, JobList, Model, ModelList, Upload
 from diffusion_jobs.client_errors import JobFailed, JobTimeout, error_from
 from diffusion_jobs.client_events import RESUME_S as RESUME_S
 from diffusion_jobs.client_events import RETRY_S as RETRY_S
@@ -26,12 +28,15 @@ from diffusion_jobs.client_events import AsyncEventStream, Event, EventStream, P
 from diffusion_jobs.client_events import is_final as is_final
 from diffusion_jobs.client_events import parse_event as parse_event
 
-__all__ = ["AsyncClient", "AsyncEventStream", "Client", "Event", "EventStream", "Job", "Preview"]
+__all__ = ["AsyncClient", "AsyncEventStream", "Client", "Event", "EventStream", "Group", "Job", "Preview"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_WAIT_S = 60  # the API's cap on one `?wait=`
+GROUP_POLL_S = 0.5  # how often `wait_group` reads a group
 
 JobRef = Job | str
+GroupRef = Group | str
+OnGroup = Callable[[Group], None]
 ImageData = bytes | str | os.PathLike[str]
 
 
@@ -69,9 +74,30 @@ def upload_file(data: ImageData) -> tuple[str, bytes]:
 
 
 def finished(job: Job, raise_on_failure: bool) -> Job:
-    if raise_on_failure and job.status in ("failed", "canceled"):
+    if raise_on_failure and job.status in ("failed", "canceled", "timed_out"):
         raise JobFailed(job)
     return job
+
+
+def group_id(group: GroupRef) -> str:
+    return group if isinstance(group, str) else group.id
+
+
+def group_body(jobs: list[dict[str, Any]], webhook: str | None) -> dict[str, Any]:
+    return {"jobs": jobs, **({"webhook": webhook} if webhook else {})}
+
+
+def group_left(group: Group, deadline: float | None, timeout: float | None) -> float:
+    """Seconds until the next read of a group still running; TimeoutError past `timeout`."""
+    if deadline is not None and time.monotonic() >= deadline:
+        left = group.total - ended(group)
+        raise TimeoutError(f"group {group.id} has {left} of {group.total} jobs left after {timeout:g} s")
+    return GROUP_POLL_S if deadline is None else max(0.0, min(GROUP_POLL_S, deadline - time.monotonic()))
+
+
+def ended(group: Group) -> int:
+    """The group's members that have ended (expired ones included)."""
+    return group.expired + sum(n for status, n in group.counts.items() if status in TERMINAL)
 
 
 def artifact_path(job: JobRef, name: str) -> str:
@@ -138,6 +164,31 @@ class Client(_Base):
 
     def cancel(self, job: JobRef) -> Job:
         return Job.model_validate_json(checked(self.http.delete(f"/v1/jobs/{job_id(job)}")).content)
+
+    def submit_group(self, jobs: list[dict[str, Any]], webhook: str | None = None) -> Group:
+        """Posts jobs (each a body of POST /v1/jobs) as one group: all are queued, or none (docs/api.md, "Groups")."""
+        response = self.http.post("/v1/groups", json=group_body(jobs, webhook))
+        return Group.model_validate_json(checked(response).content)
+
+    def get_group(self, group: GroupRef) -> Group:
+        return Group.model_validate_json(checked(self.http.get(f"/v1/groups/{group_id(group)}")).content)
+
+    def cancel_group(self, group: GroupRef) -> Group:
+        """Cancels every job of the group that has not ended."""
+        return Group.model_validate_json(checked(self.http.delete(f"/v1/groups/{group_id(group)}")).content)
+
+    def wait_group(self, group: GroupRef, timeout: float | None = None, on_progress: OnGroup | None = None) -> Group:
+        """The group once every job has ended, read every GROUP_POLL_S; `on_progress` gets each read;
+        TimeoutError past `timeout` seconds (the jobs go on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = self.get_group(group)
+        while True:
+            if on_progress is not None:
+                on_progress(current)
+            if current.done:
+                return current
+            time.sleep(group_left(current, deadline, timeout))
+            current = self.get_group(current)
 
     def jobs(
         self, status: str | None = None, kind: str | None = None, limit: int | None = None, cursor: str | None = None
@@ -228,6 +279,31 @@ class AsyncClient(_Base):
 
     async def cancel(self, job: JobRef) -> Job:
         return Job.model_validate_json(checked(await self.http.delete(f"/v1/jobs/{job_id(job)}")).content)
+
+    async def submit_group(self, jobs: list[dict[str, Any]], webhook: str | None = None) -> Group:
+        """As `Client.submit_group`."""
+        response = await self.http.post("/v1/groups", json=group_body(jobs, webhook))
+        return Group.model_validate_json(checked(response).content)
+
+    async def get_group(self, group: GroupRef) -> Group:
+        return Group.model_validate_json(checked(await self.http.get(f"/v1/groups/{group_id(group)}")).content)
+
+    async def cancel_group(self, group: GroupRef) -> Group:
+        return Group.model_validate_json(checked(await self.http.delete(f"/v1/groups/{group_id(group)}")).content)
+
+    async def wait_group(
+        self, group: GroupRef, timeout: float | None = None, on_progress: OnGroup | None = None
+    ) -> Group:
+        """As `Client.wait_group`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = await self.get_group(group)
+        while True:
+            if on_progress is not None:
+                on_progress(current)
+            if current.done:
+                return current
+            await asyncio.sleep(group_left(current, deadline, timeout))
+            current = await self.get_group(current)
 
     async def jobs(
         self, status: str | None = None, kind: str | None = None, limit: int | None = None, cursor: str | None = None

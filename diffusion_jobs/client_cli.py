@@ -1,8 +1,9 @@
-"""The client commands of `diffusion-jobs`: `submit`, `jobs`, `cancel`, `models`, on `diffusion_jobs.client`.
+"""The client commands of `diffusion-jobs`: `submit`, `jobs`, `cancel`, `models`, `group`, on `diffusion_jobs.client`.
 
 `submit KIND` has one option per parameter of the kind's job schema (`core.schemas.jobs`), generated from it, so
-a new parameter is an option without a change here. Exit status: 0 done, 1 the job failed or was canceled, 2 the
-API refused the request (its message names the field) or could not be reached, 130 Ctrl-C (the job goes on).
+a new parameter is an option without a change here. `submit --many FILE` posts a JSONL file's jobs as one group
+(docs/api.md, "Groups"). Exit status: 0 done, 1 the job (a job of the group) failed or was canceled, 2 the API
+refused the request (its message names the field) or could not be reached, 130 Ctrl-C (the jobs go on).
 """
 
 import argparse
@@ -22,8 +23,8 @@ from tqdm import tqdm
 from core.kinds import registered
 from core.kinds.base import JobBase
 from core.schemas.images import ImageInput
-from core.schemas.responses import TERMINAL, Job, Status
-from diffusion_jobs.client import Client
+from core.schemas.responses import TERMINAL, Group, Job, Status
+from diffusion_jobs.client import Client, ended
 from diffusion_jobs.client_errors import ApiError
 
 IMAGE_HELP = "a file (uploaded first), dataset:NAME:INDEX, job:ID:ARTIFACT or upload:ID"
@@ -116,8 +117,11 @@ def job_kinds() -> dict[str, type[JobBase]]:
 
 
 def add_submit(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    s = sub.add_parser("submit", help="post a job, show its progress, save its artifacts")
-    kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND")
+    s = sub.add_parser("submit", help="post a job, show its progress, save its artifacts; or a group: --many")
+    s.add_argument("--many", metavar="FILE", help="post a JSONL file's jobs (one a line; - for stdin) as one group")
+    s.add_argument("--no-wait", action="store_true", help="with --many: print the group's id and return")
+    s.set_defaults(func=guarded(cmd_submit_many))
+    kinds = s.add_subparsers(dest="kind", metavar="KIND")
     for kind, cls in job_kinds().items():
         doc = (cls.__doc__ or kind).strip()
         k = kinds.add_parser(kind, help=doc.splitlines()[0], description=doc)
@@ -148,6 +152,10 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     sub.add_parser("models", help="the models you can use, and why any cannot run now").set_defaults(
         func=guarded(cmd_models)
     )
+    g = sub.add_parser("group", help="a job group's counts and jobs (--cancel: cancel what has not ended)")
+    g.add_argument("group_id", metavar="ID")
+    g.add_argument("--cancel", action="store_true", help="cancel every job of the group that has not ended")
+    g.set_defaults(func=guarded(cmd_group))
 
 
 def flatten(values: list[Any]) -> list[Any]:
@@ -236,6 +244,81 @@ def cmd_submit(args: argparse.Namespace) -> int:
         reason = f": {job.error.type}: {job.error.message}" if job.error else ""
         err(f"job {job.id} {job.status}{reason}")
         return 1
+    return 0
+
+
+def read_jobs(source: str) -> list[dict[str, Any]]:
+    """The jobs of a JSONL file (`-`: stdin), one JSON object a line; blank lines are skipped."""
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    jobs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            job = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{source}:{number}: not JSON ({exc})") from exc
+        if not isinstance(job, dict):
+            raise ValueError(f"{source}:{number}: not a JSON object")
+        jobs.append(job)
+    return jobs
+
+
+def counted(group: Group) -> str:
+    """The group's non-zero counts, e.g. "4 succeeded, 1 failed"."""
+    return ", ".join(f"{n} {status}" for status, n in group.counts.items() if n) or "no jobs left"
+
+
+class GroupBar:
+    """One tqdm bar for a whole group on stderr: its jobs ended out of its total, and the counts."""
+
+    def __init__(self, group: Group) -> None:
+        fmt = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining} {postfix}"
+        desc = f"group {group.id}"
+        self.bar = tqdm(desc=desc, file=sys.stderr, bar_format=fmt, dynamic_ncols=True, total=group.total)
+
+    def show(self, group: Group) -> None:
+        self.bar.n = ended(group)
+        self.bar.set_postfix_str(counted(group), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_submit_many(args: argparse.Namespace) -> int:
+    if args.many is None:
+        err("error: give a KIND (diffusion-jobs submit --help lists them), or --many FILE")
+        return 2
+    try:
+        jobs = read_jobs(args.many)
+    except (OSError, ValueError) as exc:
+        err(f"error: {exc}")
+        return 2
+    with Client() as client:
+        group = client.submit_group(jobs)
+        err(f"group {group.id} of {group.total} jobs queued")
+        if args.no_wait:
+            out(group.id)
+            return 0
+        bar = GroupBar(group)
+        try:
+            group = client.wait_group(group, on_progress=bar.show)
+        except KeyboardInterrupt:
+            err(f"stopped watching; group {group.id} goes on (diffusion-jobs group {group.id} --cancel stops it)")
+            return 130
+        finally:
+            bar.close()
+    out(f"group {group.id}: {counted(group)}")
+    return 0 if group.counts.get("succeeded", 0) == group.total else 1
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    with Client() as client:
+        group = client.cancel_group(args.group_id) if args.cancel else client.get_group(args.group_id)
+    out(f"group {group.id} {group.status}, {ended(group)}/{group.total} ended: {counted(group)}")
+    for job_id in group.job_ids:
+        out(f"  {job_id}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """`diffusion-jobs up`: the embedded Redis (unless REDIS_URL is set), the API and a worker per queue (`train` too),
-as children.
+as children; with WORKER_GPUS, a worker per queue and GPU, each seeing only its own GPU (CUDA_VISIBLE_DEVICES).
 
 A child that dies is started again (with backoff). Ctrl-C or SIGTERM stops the API and the workers first (a worker
 finishes its job in hand, up to a grace period), then Redis, so its append-only file is complete; nothing is left
@@ -9,6 +9,8 @@ behind, even if this process itself is killed (each child gets SIGTERM when its 
 import ctypes
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +38,12 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    env: dict[str, str] = field(default_factory=dict)  # the child's own settings, over the shared environment
 
     def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.argv, env={**env, **self.env}, start_new_session=True, preexec_fn=_die_with_parent
+        )
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -60,6 +65,58 @@ def queues_to_serve(settings: Settings) -> list[str]:
     return sorted({spec.queue for spec in builtin_models(settings).values() if spec.capabilities} | {"train"})
 
 
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker process of `up`: its queue, and the GPU it alone sees (None: whatever the environment gives)."""
+
+    name: str
+    queue: str
+    gpu: str | None = None
+
+
+def worker_layout(queues: list[str], gpus: list[str]) -> list[WorkerSlot]:
+    """One worker per queue, or with GPUs one per queue and GPU ("worker-mnist-gpu0", ...), training included: a
+    training job takes one GPU as a sampling job does (docs/operations/scaling.md, "One worker per GPU")."""
+    if not gpus:
+        return [WorkerSlot(f"worker-{queue}", queue) for queue in queues]
+    return [WorkerSlot(f"worker-{queue}-gpu{gpu}", queue, gpu) for queue in queues for gpu in gpus]
+
+
+def listed_gpus() -> list[str]:
+    """The indices of the machine's GPUs as `nvidia-smi -L` lists them (none without it; torch is not imported
+    here)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        log.warning("nvidia-smi -L failed (%s)", exc)
+        return []
+    return re.findall(r"^GPU (\d+):", out, flags=re.MULTILINE)
+
+
+def worker_gpus(setting: str) -> list[str]:
+    """WORKER_GPUS as a list of GPUs: "" none, "all" every GPU found, else the comma-separated ids as given."""
+    if setting.strip().lower() == "all":
+        found = listed_gpus()
+        if not found:
+            log.info("WORKER_GPUS=all but no GPU found (nvidia-smi -L): one worker per queue")
+        return found
+    return list(dict.fromkeys(gpu.strip() for gpu in setting.split(",") if gpu.strip()))
+
+
+def worker_children(settings: Settings) -> list[Child]:
+    return [
+        Child(slot.name, cli_argv("worker", "--queue", slot.queue), env=_visible(slot.gpu))
+        for slot in worker_layout(queues_to_serve(settings), worker_gpus(settings.worker_gpus))
+    ]
+
+
+def _visible(gpu: str | None) -> dict[str, str]:
+    return {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}
+
+
 def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "diffusion_jobs.cli", *args]
 
@@ -77,9 +134,7 @@ def up(settings: Settings) -> int:
         redis_child.start(env)
         wait_ready(env["REDIS_URL"])
         log.info("embedded redis at %s, data in %s", env["REDIS_URL"], settings.var_dir / "redis")
-    services = [Child("api", cli_argv("api"))] + [
-        Child(f"worker-{q}", cli_argv("worker", "--queue", q)) for q in queues_to_serve(settings)
-    ]
+    services = [Child("api", cli_argv("api")), *worker_children(settings)]
     for child in services:
         child.start(env)
     log.info("serving on http://%s:%d (Ctrl-C stops everything)", settings.host, settings.port)

@@ -45,9 +45,16 @@ enabled = false  # no replay of an earlier run's failures (and no .schemathesis/
 # docs/api.md, Conventions: 422 is "a well-formed request that breaks a rule". A model id must name a model that can
 # run the kind, an image input must give exactly one form, an upload or earlier job must be the caller's: rules of
 # the service's state or across fields, which a schema cannot state. So a schema-valid job may be answered 422.
+# The same holds for each item of a group (docs/api.md, "Groups"), and priority "high" is a 403 for a key that
+# HIGH_PRIORITY_KEYS does not list (docs/api.md, "Errors"), a rule of the deployment no schema states.
 [[operations]]
-include-name = "POST /v1/jobs"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "404", "409", "422", "429", "5xx"]
+include-name = ["POST /v1/jobs", "POST /v1/groups"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+
+# docs/api.md: only a train job that timed out or failed can be resumed; any other job of the caller's is a 409.
+[[operations]]
+include-name = "POST /v1/jobs/{job_id}/resume"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "409", "429", "5xx"]
 
 # docs/api.md: a cursor is the `next_cursor` the server gave (422 otherwise); the schema can only say "a string".
 [[operations]]

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from core import keys
 from core.dataset_specs import DATASETS
-from core.errors import InvalidRequest
+from core.errors import Forbidden, InvalidRequest
 from core.images import ImageLimits, probe_image, verify_pixels
 from core.job_state import artifact_key, status_and_error
 from core.kinds import kind_of
@@ -24,6 +24,7 @@ from core.model_spec import ModelSpec
 from core.model_status import as_loaded
 from core.schemas.images import ImageInput
 from core.settings import Settings
+from service.auth import ANONYMOUS, key_hash
 
 
 def check_model(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase) -> ModelSpec:
@@ -133,11 +134,29 @@ def check_limits(req: JobBase, settings: Settings) -> None:
             raise InvalidRequest.field([name], f"must be at most {cap} on this deployment")
 
 
+def check_scheduling(req: JobBase, owner: str, settings: Settings) -> None:
+    """Priority "high" only for the keys HIGH_PRIORITY_KEYS names (every key with "*"; anyone when the deployment
+    has no keys at all); `timeout_s` at most the kind's bound (docs/operations/scaling.md, "Priorities" and "Time
+    limits")."""
+    bound = settings.timeout_bound_s(req.kind)
+    if req.timeout_s is not None and req.timeout_s > bound:
+        raise InvalidRequest.field(["timeout_s"], f"must be at most {bound} s for a {req.kind} job on this deployment")
+    if req.priority == "high" and owner != ANONYMOUS:
+        allowed = settings.high_priority_key_list
+        if "*" not in allowed and owner not in {key_hash(key)[:32] for key in allowed}:
+            raise Forbidden(
+                'priority: "high" is for the keys the deployment lists in HIGH_PRIORITY_KEYS, and this key is not '
+                'one of them; submit with "normal" or "low"',
+                [{"loc": ["body", "priority"], "msg": "this key may not use high"}],
+            )
+
+
 def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobBase, settings: Settings) -> str:
     """Checks the request against this deployment, the shared rules then its kind's, and fills in the model's
-    defaults; returns the queue it goes to. (A train job's name is claimed when it is enqueued:
-    `service.jobs.JobRepo.create`.)"""
+    defaults; returns the pool it goes to (its priority picks the pool's queue). (A train job's name is claimed when
+    it is enqueued: `service.jobs.JobRepo.create`.)"""
     check_limits(req, settings)
+    check_scheduling(req, owner, settings)
     kind, door = kind_of(req), Door(conn, owner, settings)
     if kind.route is not None:
         return kind.route(req, door)

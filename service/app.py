@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException
 from core import errors
 from core.catalog import builtin_models
 from core.images import guard_decoder
-from core.queues import TRAIN_QUEUE
+from core.queues import TRAIN_QUEUE, all_queues
 from core.redis_conn import out_of_memory, sync_client
 from core.settings import Settings, get_settings
 from core.store import make_store
+from core.tracing import setup_tracing
 from service.auth import KeyRing
 from service.docs import add_docs
 from service.events import JobEvents
@@ -28,7 +29,8 @@ from service.limits import BodyLimit
 from service.log_middleware import JobIdMiddleware
 from service.rate_limit import RateLimits
 from service.reaper import run_reaper
-from service.routes import events, health, jobs, metrics, models, playground, uploads
+from service.routes import admin, events, groups, health, jobs, metrics, models, playground, uploads, usage
+from service.telemetry import TELEMETRY
 from service.webhook_delivery import Deliverer
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS = {
     errors.MalformedRequest: 400,
     errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
@@ -47,6 +50,7 @@ STATUS = {
 HTTP_TYPES = {
     400: "malformed_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -129,11 +133,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="diffusion-jobs",
         version="1",
-        lifespan=background_tasks(conn, settings, sorted({m.queue for m in known_models.values()} | {TRAIN_QUEUE})),
+        lifespan=background_tasks(
+            conn, settings, all_queues(sorted({m.queue for m in known_models.values()} | {TRAIN_QUEUE}))
+        ),
         description="A REST inference service with a job queue for diffusion models.",
         docs_url=None,  # served offline by service/docs.py
         redoc_url=None,
+        telemetry=TELEMETRY,  # request spans, where tracing is on (service/telemetry.py)
     )
+    setup_tracing("diffusion-jobs-api")  # only where OTEL_* ask for traces: off, nothing is installed (core/tracing.py)
     app.state.settings = settings
     app.state.conn = conn
     app.state.store = make_store(settings, conn)
@@ -142,8 +150,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = known_models
     app.state.keyring = KeyRing(settings.key_list)
     app.state.rate_limits = RateLimits(conn, settings.rate_limit_writes, settings.rate_limit_reads)
-    for router in (jobs.router, events.router, uploads.router, models.router, health.router, metrics.router):
+    for router in (
+        jobs.router,
+        groups.router,
+        events.router,
+        uploads.router,
+        models.router,
+        usage.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router)
+    app.include_router(admin.router)  # admin keys only (docs/operations/administration.md)
     playground.install(app)
     add_docs(app)
     add_error_handlers(app)

@@ -1,4 +1,5 @@
-"""Jobs in Redis: create (with idempotency and a bounded queue), fetch as the owner, list, cancel.
+"""Jobs in Redis: create (with idempotency, the key's quotas and a bounded queue; one job or a group's many, all or
+none), fetch as the owner, list, cancel, resume a train job that timed out.
 
 A job is an RQ job whose one argument is the validated request (JSON, never pickle) and whose `meta` holds what
 the service adds: the owner, progress, artifacts, result, error, outcome. One record, no second copy to drift.
@@ -13,9 +14,11 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
@@ -28,15 +31,34 @@ from core.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from core.events import job_changed
 from core.job_state import now_iso, status_and_error
 from core.kinds.base import JobBase
+from core.model_registry import ModelRegistry
+from core.queues import queue_name
 from core.rq_internals import job_from_hash, job_key, queue_key
 from core.schemas.responses import TERMINAL
 from core.settings import Settings
+from core.tracing import enqueue_span, job_meta
+from core.usage import charge
+from service.admin import RETRYABLE, retry
+from service.quotas import Quotas
 
 log = logging.getLogger(__name__)
 TASK = "worker.tasks.run_job"
-JOB_TIMEOUT_S = {"noise": 600, "denoise": 1800, "train": 7 * 24 * 3600}
-DEFAULT_TIMEOUT_S = 3600
+# RQ's own time limit is the job's plus this: the worker ends a job past its `timeout_s` itself, at its next step
+# (worker/hook.py); RQ's limit catches a job stuck outside any step (a model load that hangs).
+HARD_LIMIT_GRACE_S = 60
 SCAN_BATCH = 200
+Extra = Callable[[Pipeline, list[RQJob]], None]  # more commands for an enqueue's transaction, given its jobs
+
+
+@dataclass
+class Entry:
+    """One job to enqueue: the admitted request, the pool it runs on (its priority picks the queue), its id and any
+    meta of the caller's (a group's id)."""
+
+    req: JobBase
+    pool: str
+    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def queue_for(conn: redis.Redis, name: str) -> Queue:
@@ -73,7 +95,7 @@ class JobRepo:
         self,
         owner: str,
         req: JobBase,
-        queue: str,
+        pool: str,
         idempotency_key: str | None,
         digest: str,
         before_enqueue: Callable[[str], None] | None = None,
@@ -96,52 +118,90 @@ class JobRepo:
         try:
             if before_enqueue is not None:
                 before_enqueue(job_id)
+            return self.enqueue(owner, [Entry(req, pool, job_id)])[0], True
         except Exception:
             if idempotency_key is not None:
                 self.conn.delete(idem)  # refused: the key stays free for a corrected request
             raise
-        return self._enqueue(owner, req, queue, job_id), True
 
-    def _enqueue(self, owner: str, req: JobBase, queue_name: str, job_id: str) -> RQJob:
-        """Queues the job in one round trip: the job, its queue entry, the owner's list and the queue's length after
-        it, in one transaction. Past `max_queue_depth` the job is taken back out (a rare, second trip), so the limit
+    def enqueue(self, owner: str, entries: list["Entry"], extra: Extra | None = None) -> list[RQJob]:
+        """Queues the jobs, all or none, in one transaction with the key's use (core/usage.py), the owner's list,
+        `extra`'s own commands (a group's record) and the length of each queue after it: one round trip, and one
+        more to read the key's use first when the deployment sets quotas (WATCHed, so two submissions never both
+        take the last slot). Past `max_queue_depth` the jobs are taken back out (a rare, second trip), so the limit
         costs a submission no LLEN of its own."""
-        queue = self.queue(queue_name)
-        if req.seed is None:
-            req.seed = secrets.randbits(31)
+        for entry in entries:
+            if entry.req.seed is None:
+                entry.req.seed = secrets.randbits(31)
+        images = sum(entry.req.image_count() for entry in entries)
+        quotas = Quotas(self.conn, self.settings)
+        with enqueue_span([entry.job_id for entry in entries]), self.conn.pipeline() as pipe:
+            while True:
+                try:
+                    day = quotas.check(pipe, owner, len(entries), images)
+                    jobs = [self._enqueue_call(pipe, owner, entry, day) for entry in entries]
+                    names = sorted({job.origin for job in jobs})
+                    now = time.time()
+                    charge(pipe, owner, [job.id for job in jobs], images, day)
+                    pipe.zadd(keys.owner_jobs(owner), {job.id: now for job in jobs})
+                    pipe.zremrangebyscore(keys.owner_jobs(owner), 0, now - self.settings.artifact_ttl_s)
+                    if extra is not None:
+                        extra(pipe, jobs)
+                    for name in names:
+                        pipe.llen(queue_key(self.queue(name)))
+                    depths = dict(zip(names, (int(d) for d in pipe.execute()[-len(names) :]), strict=True))
+                    break
+                except redis.WatchError:
+                    pipe.reset()  # another submission or an end of this key's changed its use: read it again
+        full = [name for name, depth in depths.items() if depth > self.settings.max_queue_depth]
+        if full and self._take_back(owner, jobs, images, day):
+            raise Unavailable(f"The {full[0]} queue is full; retry later.", retry_after=10)
+        if len(jobs) == 1:
+            jobs[0].meta["position_hint"] = depths[jobs[0].origin]  # not saved: the new job's place, without LPOS
+        return jobs
+
+    def _enqueue_call(self, pipe: Pipeline, owner: str, entry: "Entry", day: str) -> RQJob:
+        req = entry.req
         params = req.model_dump(mode="json", exclude_none=True)
         kind = params["kind"]
         ttl = self.settings.artifact_ttl_s
-        now = time.time()
-        with self.conn.pipeline() as pipe:
-            job = queue.enqueue_call(
-                TASK,
-                args=[params],
-                job_id=job_id,
-                timeout=JOB_TIMEOUT_S.get(kind, DEFAULT_TIMEOUT_S),
-                result_ttl=ttl,
-                failure_ttl=ttl,
-                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
-                meta={"owner": owner, "attempts": 0, "artifacts": []},
-                description=f"{kind} on {params['model']}",
-                pipeline=pipe,
-            )
-            pipe.zadd(keys.owner_jobs(owner), {job_id: now})
-            pipe.zremrangebyscore(keys.owner_jobs(owner), 0, now - ttl)
-            pipe.llen(queue_key(queue))
-            depth = int(pipe.execute()[-1])
-        if depth > self.settings.max_queue_depth and self._take_back(queue, owner, job_id):
-            raise Unavailable(f"The {queue_name} queue is full; retry later.", retry_after=10)
-        job.meta["position_hint"] = depth  # not saved: the new job's place, without an O(n) LPOS
-        return job
+        limit = req.timeout_s or self.settings.timeout_bound_s(kind)
+        meta = {"owner": owner, "attempts": 0, "artifacts": [], "timeout_s": limit, **entry.meta}
+        meta |= job_meta()  # the trace's carrier, taken in the enqueue span: the worker's span continues it
+        if images := req.image_count():
+            meta |= {"images": images, "charged_on": day}
+        return self.queue(queue_name(entry.pool, req.priority)).enqueue_call(
+            TASK,
+            args=[params],
+            job_id=entry.job_id,
+            timeout=limit + HARD_LIMIT_GRACE_S,  # RQ's own limit: only for a job stuck outside its steps
+            result_ttl=ttl,
+            failure_ttl=ttl,
+            retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+            meta=meta,
+            description=f"{kind} on {params['model']}",
+            pipeline=pipe,
+        )
 
-    def _take_back(self, queue: Queue, owner: str, job_id: str) -> bool:
-        """Removes a job just queued past the limit; False when a worker has dequeued it already (it then stays)."""
-        if not self.conn.lrem(queue_key(queue), 1, job_id):
+    def _take_back(self, owner: str, jobs: list[RQJob], images: int, day: str) -> bool:
+        """Removes jobs just queued past the limit, with their use; False when a worker has dequeued one already
+        (they then all stay: a group is all or nothing; only a queue deeper than MAX_QUEUE_DEPTH gets here, and new
+        jobs wait at its tail)."""
+        with self.conn.pipeline() as pipe:
+            for job in jobs:
+                pipe.lrem(queue_key(self.queue(job.origin)), 1, job.id)
+            removed = pipe.execute()
+        if not all(removed):
+            for job, was_removed in zip(jobs, removed, strict=True):
+                if was_removed:
+                    self.conn.rpush(queue_key(self.queue(job.origin)), job.id)  # back at the tail, where it was
             return False
         with self.conn.pipeline() as pipe:
-            pipe.delete(job_key(job_id))
-            pipe.zrem(keys.owner_jobs(owner), job_id)
+            pipe.delete(*(job_key(job.id) for job in jobs))
+            pipe.zrem(keys.owner_jobs(owner), *(job.id for job in jobs))
+            pipe.srem(keys.active_jobs(owner), *(job.id for job in jobs))
+            if images:
+                pipe.hincrby(keys.usage_day(owner, day), "images", -images)
             pipe.execute()
         return True
 
@@ -153,6 +213,22 @@ class JobRepo:
         if job.get_status(refresh=False) != JobStatus.QUEUED:
             return True
         return bool(self.conn.lrem(queue_key(self.queue(job.origin)), 1, job.id))
+
+    def resume(self, owner: str, job_id: str, shipped: set[str]) -> RQJob:
+        """A train job that timed out (or failed) queued again: it goes on from the state of its last finished
+        epoch, kept in the store for this (worker/train.py), with its `timeout_s` counted anew. Its model's name is
+        claimed again (409 if another job of the owner's took it meanwhile)."""
+        job = self.fetch(owner, job_id)
+        params = job.args[0]
+        if params.get("kind") != "train":
+            raise Conflict(f"Job {job_id} is a {params.get('kind')} job; only a train job can be resumed.")
+        status, _ = status_and_error(job)
+        if status not in RETRYABLE:
+            raise Conflict(f"Job {job_id} is {status}; only a train job that timed out or failed can be resumed.")
+        ModelRegistry(self.conn).claim(owner, params["name"], job_id, shipped)
+        retry(self.conn, job)
+        log.info("job=%s resumed by its owner", job_id)
+        return self.fetch(owner, job_id)
 
     def find(
         self, owner: str, status: str | None, kind: str | None, limit: int, cursor: str | None

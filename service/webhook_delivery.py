@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import redis
 import redis.asyncio as aredis
+from opentelemetry.trace import SpanKind, StatusCode
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
@@ -25,9 +26,12 @@ from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
 from core import keys
+from core.groups import GROUP_EVENT
 from core.job_state import to_view
 from core.schemas.responses import TERMINAL
 from core.settings import Settings
+from core.tracing import extract, inject, tracer
+from service.groups import group_body
 from service.webhooks import CLAIM, RESCHEDULE, signed_headers
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ CONCURRENCY = 16
 IDLE_S = 0.2  # how often an idle deliverer looks for work
 END_WAIT_S = 0.5  # how long a `completed` record whose job has not ended yet waits, up to END_WAITS times
 END_WAITS = 20
+ENDINGS = {"completed": TERMINAL, GROUP_EVENT: frozenset({"completed"})}  # an end's event: the statuses it waits for
 
 
 def job_body(conn: redis.Redis, job_id: str) -> tuple[str, str, bytes] | None:
@@ -45,6 +50,16 @@ def job_body(conn: redis.Redis, job_id: str) -> tuple[str, str, bytes] | None:
         return None
     view = to_view(job)
     return str(view.params["webhook"]), view.status, view.model_dump_json().encode()
+
+
+def subject(record: dict[str, Any]) -> str:
+    """The record's job id, or "group:" and its group's id (core/groups.py): its deliveries go one at a time."""
+    return str(record["job"]) if "job" in record else f"group:{record['group']}"
+
+
+def body_of(conn: redis.Redis, record: dict[str, Any]) -> tuple[str, str, bytes] | None:
+    """A job's record POSTs the Job, a group's the Group (service/groups.py)."""
+    return group_body(conn, record["group"]) if "group" in record else job_body(conn, record["job"])
 
 
 class Deliverer:
@@ -93,7 +108,7 @@ class Deliverer:
         job_id = event = "?"
         try:
             record: dict[str, Any] = json.loads(raw)
-            job_id, event = record["job"], record["event"]
+            job_id, event = subject(record), record["event"]
             async with self._in_order(job_id):
                 await self._try(http, raw, record)
         except RedisError as exc:  # the record stays pending: it is tried again once its lease runs out
@@ -120,18 +135,21 @@ class Deliverer:
 
     async def _try(self, http: httpx.AsyncClient, raw: bytes, record: dict[str, Any]) -> None:
         """Builds the body from the job now, POSTs it, and records the outcome."""
-        job_id, event = record["job"], record["event"]
-        found = await run_in_threadpool(job_body, self.conn, job_id)
+        job_id, event = subject(record), record["event"]
+        found = await run_in_threadpool(body_of, self.conn, record)
         if found is None:
             log.warning("job=%s webhook %s dropped: the job is gone", job_id, event)
             await self.client.zrem(keys.WEBHOOK_PENDING, raw)
             return
         url, status, body = found
-        if event == "completed" and status not in TERMINAL and record["waits"] < END_WAITS:
+        if event in ENDINGS and status not in ENDINGS[event] and record["waits"] < END_WAITS:
             await self._later(raw, {**record, "waits": record["waits"] + 1}, END_WAIT_S)
             return
         tries = record["tries"] + 1
-        failure = await self._post(http, url, event, record["id"], body)
+        attributes = {"job.id": job_id, "webhook.event": event, "webhook.try": tries}
+        with tracer.start_as_current_span("webhook", extract(record.get("trace")), SpanKind.CLIENT, attributes) as span:
+            failure = await self._post(http, url, event, record["id"], body)
+            span.set_status(StatusCode.ERROR if failure else StatusCode.OK, failure)
         if failure is None:
             log.info("job=%s webhook %s delivered (try %d)", job_id, event, tries)
             await self.client.zrem(keys.WEBHOOK_PENDING, raw)
@@ -146,6 +164,7 @@ class Deliverer:
     async def _post(self, http: httpx.AsyncClient, url: str, event: str, delivery: str, body: bytes) -> str | None:
         """Why the POST failed, or None if the receiver took it (2xx)."""
         headers = signed_headers(self.settings.webhook_secret or "", event, delivery, int(time.time()), body)
+        headers |= inject()  # `traceparent`, where tracing is on: the receiver may continue the job's trace
         try:
             response = await http.post(url, content=body, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:

@@ -205,7 +205,7 @@ def artifact(client: httpx.Client, job: dict[str, Any], name: str) -> bytes:
 
 NOISE = {"kind": "noise", "model": "mnist-ddpm", "image": {"dataset": "mnist-5k", "index": 0}, "sigmas": [0.1]}
 SLOW_SAMPLE = {"kind": "sample", "model": "mnist-ddpm", "prompt": "3", "n": 24, "seed": 7}  # ~10 s on 2 cores
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "timed_out"})
 
 
 def succeeded(response: httpx.Response) -> dict[str, Any]:

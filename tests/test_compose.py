@@ -98,6 +98,7 @@ PROVIDED_BY = {
     "pythonjsonlogger": "python-json-logger",
     "sse_starlette": "sse-starlette",
     "httpx_sse": "httpx-sse",
+    "opentelemetry": "opentelemetry-api",
 }
 API_IMPORTS = """
 import ast, sys

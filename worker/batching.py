@@ -24,7 +24,9 @@ from rq.serializers import JSONSerializer
 
 from core.rq_internals import intermediate_queue_key, queue_key
 
-PER_JOB = frozenset({"seed", "n", "prompt", "class_label", "frames", "webhook", "webhook_events"})
+PER_JOB = frozenset(
+    {"seed", "n", "prompt", "class_label", "frames", "webhook", "webhook_events", "priority", "timeout_s"}
+)
 SCAN = 128  # queue entries looked at per pass
 POLL_S = 0.005
 
@@ -72,10 +74,13 @@ def claim_batch(
     max_jobs: int,
     max_images: int,
     wait_s: float,
+    higher: list[str] = [],  # noqa: B006 (never mutated)
 ) -> list[RQJob]:
-    """The compatible jobs claimed to run with `first` (at most max_jobs - 1, at most max_images images in all).
+    """The compatible jobs claimed to run with `first` (at most max_jobs - 1, at most max_images images in all),
+    from `first`'s own queue only (a batch never mixes priorities).
 
-    A lone job waits for nothing: the wait for more (up to `wait_s`) starts only once one compatible job was there.
+    A lone job waits for nothing: the wait for more (up to `wait_s`) starts only once one compatible job was there,
+    and ends as soon as a job waits in one of the `higher` priority queues' lists: it must not wait on the batch.
     """
     key = key_of(first, shipped)
     if key is None or max_jobs <= 1:
@@ -97,6 +102,6 @@ def claim_batch(
                 images += images_of(job)
                 if len(claimed) + 1 >= max_jobs:
                     return claimed
-        if not claimed or time.monotonic() >= deadline:
+        if not claimed or time.monotonic() >= deadline or (higher and conn.exists(*higher)):
             return claimed
         time.sleep(POLL_S)

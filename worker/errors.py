@@ -9,6 +9,10 @@ class JobCanceled(WorkerError):
     pass
 
 
+class JobTimedOut(WorkerError):
+    """The job ran past its `timeout_s` (meta "timeout_s"): it ends as timed_out, its outputs unserved."""
+
+
 class InputError(WorkerError):
     """A message the caller can act on: what was wrong with the input."""
 

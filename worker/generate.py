@@ -124,7 +124,7 @@ def generate(
     out = sample_loop(model.process, model.predict, guide, x, times, gens, constrain, on_step)
     images = ctx.to_unit(out).clamp(0, 1).split([part.n for part in parts])
     for part, own in zip(parts, images, strict=True):
-        if part.ctx.hook.canceled:
+        if part.ctx.hook.stopped:
             continue
         part.ctx.outputs.save_images(own)
         if part.frames:

@@ -21,7 +21,8 @@ from core.outbox import PROGRESS_INTERVAL_S as WEBHOOK_PROGRESS_S
 from core.outbox import announce
 from core.settings import Settings
 from worker import context
-from worker.errors import JobCanceled, WorkerStopping
+from worker.errors import JobCanceled, JobTimedOut, WorkerStopping
+from worker.job_tracing import trace_of
 from worker.metrics import gpu_memory
 from worker.preview import LazyPreview, store_preview
 
@@ -38,14 +39,24 @@ class StepHook:
         self._last_preview = 0.0  # the first step's preview is due at once
         self._last_heartbeat = time.monotonic()
         self._last_webhook = float("-inf")
-        self.canceled = False  # ended as canceled (in a batch, while its batch-mates go on)
+        self.stopped = False  # ended early, canceled or timed out (in a batch, while its batch-mates go on)
+        limit = job.meta.get("timeout_s")
+        self.timeout_s = int(limit) if limit else None
+        self.deadline = time.monotonic() + self.timeout_s if self.timeout_s else float("inf")
+        self.trace = trace_of(job)  # its stages' spans and steps' events (worker/job_tracing.py)
 
     def check_cancel(self) -> None:
-        """Raises where the job must stop now: its worker is stopping, or the caller canceled it."""
+        """Raises where the job must stop now: its worker is stopping, the caller canceled it, or it ran past its
+        time limit."""
         if context.stopping.is_set():
             raise WorkerStopping
         if self.conn.exists(keys.cancel_flag(self.job.id)):
             raise JobCanceled
+        if self.past_deadline():
+            raise JobTimedOut
+
+    def past_deadline(self) -> bool:
+        return time.monotonic() > self.deadline
 
     def keep_alive(self) -> None:
         """Refreshes the heartbeat if it is due: for work between steps (loading data, writing artifacts)."""
@@ -61,10 +72,16 @@ class StepHook:
         job_changed(self.conn, self.job.id)
 
     def end(self, outcome: str, **fields: Any) -> None:
-        """Records how the job ended (succeeded, failed, canceled), with `fields` (result, error)."""
-        self.canceled = outcome == "canceled"
+        """Records how the job ended (succeeded, failed, canceled, timed_out), with `fields` (result, error)."""
+        self.stopped = outcome in ("canceled", "timed_out")
         self.save_meta(outcome=outcome, finished_at=now_iso(), **fields)
         record_endings(self.conn, [self.job], outcome, gpu_memory(self.job))
+
+    def time_out(self) -> None:
+        """Ends the job as timed_out: what it wrote so far is not served (a training job's state after its last
+        epoch stays in the store, for a resume)."""
+        message = f"the job ran past its time limit of {self.timeout_s} s (timeout_s) and was stopped"
+        self.end("timed_out", error={"type": "timed_out", "message": message}, artifacts=[], result=None)
 
     def __call__(
         self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None, **extra: float | int | None
@@ -78,6 +95,7 @@ class StepHook:
         self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None, **extra: float | int | None
     ) -> None:
         """Writes the job's progress, and its preview (computed only then), each if due."""
+        self.trace.step(stage, step, total)
         now = time.monotonic()
         if preview is not None and step < total and now - self._last_preview >= self.preview_every:
             store_preview(self.conn, self.job.id, stage, step, total, preview.rows_of(self.job.id), self.preview_ttl_s)
@@ -104,8 +122,8 @@ class ProgressHook(Protocol):
 
 
 class BatchHook:
-    """The step hook of jobs run as one loop. A canceled job ends at once (its rows run on to the end of the loop,
-    unsaved) and the others go on; the loop stops when none is left."""
+    """The step hook of jobs run as one loop. A canceled or timed-out job ends at once (its rows run on to the end
+    of the loop, unsaved) and the others go on; the loop stops when none is left."""
 
     def __init__(self, hooks: list[StepHook]) -> None:
         self.hooks = hooks
@@ -113,7 +131,7 @@ class BatchHook:
     def __call__(self, stage: str, step: int, total: int, *, preview: LazyPreview | None = None) -> None:
         if context.stopping.is_set():
             raise WorkerStopping
-        live = [hook for hook in self.hooks if not hook.canceled]
+        live = [hook for hook in self.hooks if not hook.stopped]
         with live[0].conn.pipeline(transaction=False) as pipe:
             for hook in live:
                 pipe.exists(keys.cancel_flag(hook.job.id))
@@ -121,7 +139,9 @@ class BatchHook:
         for hook, flag in zip(live, flags, strict=True):
             if flag:
                 hook.end("canceled")
-        live = [hook for hook in live if not hook.canceled]
+            elif hook.past_deadline():
+                hook.time_out()
+        live = [hook for hook in live if not hook.stopped]
         if not live:
             raise JobCanceled
         self.hooks[0].keep_alive()  # the worker's heartbeat covers every job of the batch

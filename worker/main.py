@@ -1,4 +1,5 @@
-"""The worker process: one RQ `SimpleWorker` (no fork per job, so CUDA and loaded models survive) on one queue.
+"""The worker process: one RQ `SimpleWorker` (no fork per job, so CUDA and loaded models survive) on one pool's
+queues, high before normal before low (core/queues.py).
 
 Handled on purpose (docs/architecture.md, "Known RQ traps"): the heartbeat is refreshed from the step hook, with a short
 time-to-live, so a dead worker's job is found within a minute and a live one's never; Redis going away makes the
@@ -20,14 +21,17 @@ from rq.serializers import JSONSerializer
 
 from core.images import guard_decoder
 from core.logs import job_logging
-from core.queues import TRAIN_QUEUE
+from core.queue_place import higher_queues
+from core.queues import TRAIN_QUEUE, pool_queues
 from core.redis_conn import sync_client
-from core.rq_internals import HookedWorker
+from core.rq_internals import HookedWorker, queue_list_key
 from core.settings import Settings
-from worker import context
+from core.tracing import setup_tracing
+from worker import context, worker_info
 from worker.allocator import tune_malloc
 from worker.batching import claim_batch
 from worker.gpu import limit_memory
+from worker.job_tracing import traced, traced_along
 from worker.model_cache import get_cache
 from worker.tasks import run_batch
 
@@ -52,17 +56,18 @@ class DiffusionWorker(HookedWorker):
         return False
 
     def on_heartbeat(self, conn: redis.Redis | Pipeline, ttl_s: int) -> None:
-        """RQ's heartbeat also renews what this worker reported of the models it loaded."""
+        """RQ's heartbeat also renews what this worker reported of the models it loaded, and what it runs on."""
         get_cache().renew_reports(conn, ttl_s)
+        worker_info.report(conn, self.name, ttl_s)
 
     def run_dequeued(self, job: RQJob, queue: Queue) -> None:
-        with job_logging(job.id):  # every line logged while the job runs carries its id
+        with job_logging(job.id), traced(job):  # every line logged while the job runs carries its id; its span
             self.execute_one(job, queue)
 
     def execute_one(self, job: RQJob, queue: Queue) -> None:
         batch = self.claim(job, queue)
         if batch:
-            with job_logging(job.id, *(other.id for other in batch)):
+            with job_logging(job.id, *(other.id for other in batch)), traced_along(job, batch):
                 self.execute_batch([job, *batch], queue)
             return
         execution = self.start_execution(job)
@@ -79,7 +84,10 @@ class DiffusionWorker(HookedWorker):
         shipped = get_cache().specs
         wait_s = settings.batch_wait_ms / 1000
         try:
-            return claim_batch(self.connection, queue, job, shipped, settings.batch_max_jobs, settings.max_n, wait_s)
+            higher = [queue_list_key(name) for name in higher_queues(queue.name)]
+            return claim_batch(
+                self.connection, queue, job, shipped, settings.batch_max_jobs, settings.max_n, wait_s, higher
+            )
         except redis.RedisError:
             log.exception("job=%s: claiming jobs to batch with failed; it runs alone", job.id)
             return []
@@ -114,10 +122,11 @@ class DiffusionWorker(HookedWorker):
         self.set_idle()
 
 
-def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs: Any) -> DiffusionWorker:
-    queue = Queue(queue_name, connection=conn, serializer=JSONSerializer)
+def make_worker(conn: redis.Redis, pool: str, settings: Settings, **kwargs: Any) -> DiffusionWorker:
+    """A worker of `pool`: its queues in priority order, which RQ's dequeue takes in turn (high, normal, low)."""
+    queues = [Queue(name, connection=conn, serializer=JSONSerializer) for name in pool_queues(pool)]
     worker = DiffusionWorker(
-        [queue], connection=conn, serializer=JSONSerializer, worker_ttl=WORKER_TTL_S, maintenance_interval=30, **kwargs
+        queues, connection=conn, serializer=JSONSerializer, worker_ttl=WORKER_TTL_S, maintenance_interval=30, **kwargs
     )
     worker.heartbeat_ttl_s = settings.heartbeat_ttl_s
     worker.settings = settings
@@ -125,8 +134,9 @@ def make_worker(conn: redis.Redis, queue_name: str, settings: Settings, **kwargs
 
 
 def run_worker(queue_name: str, settings: Settings, burst: bool = False) -> int:
-    """Serves `queue_name` until stopped (or, with `burst`, until the queue is empty)."""
+    """Serves the pool `queue_name` until stopped (or, with `burst`, until its queues are empty)."""
     log.info("glibc malloc thresholds raised: %s", tune_malloc())
+    setup_tracing("diffusion-jobs-worker")  # only where OTEL_* ask for traces (core/tracing.py)
     guard_decoder(settings.image_limits)
     limit_memory(settings.cuda_memory_fraction)
     if queue_name != TRAIN_QUEUE:  # training keeps torch's threads: its batches are large

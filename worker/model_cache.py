@@ -29,6 +29,7 @@ from core.model_spec import ModelSpec
 from core.model_status import Conn, failed, loaded, publish
 from core.settings import Settings, get_settings
 from core.store import ArtifactStore
+from core.tracing import tracer
 from models.guidance import Predict
 from models.inference import chunk_size, chunked, for_inference
 from models.predictors import labels, unet_predictor
@@ -125,9 +126,10 @@ class ModelCache:
         store: ArtifactStore | None = None,
     ) -> Servable:
         """A shipped model, or (given the owner, Redis and the store) one the owner trained."""
-        if model_id in self.specs or owner is None or conn is None or store is None:
-            return self._shipped(model_id, conn)
-        return self._trained_model(model_id, owner, conn, store)
+        with tracer.start_as_current_span("model load", attributes={"model.id": model_id}):  # under the job's span
+            if model_id in self.specs or owner is None or conn is None or store is None:
+                return self._shipped(model_id, conn)
+            return self._trained_model(model_id, owner, conn, store)
 
     def warm(self, queue: str, conn: redis.Redis) -> None:
         """Loads the shipped models of `queue` before the first job; one that does not load is reported, not fatal."""

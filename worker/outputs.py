@@ -19,9 +19,10 @@ class Outputs:
         self.pngs: dict[str, torch.Tensor] = {}  # (C, H, W) in [0, 1]: what each PNG was made from
 
     def save(self, name: str, data: bytes, media_type: str) -> None:
-        self.store.put(keys.artifact(self.job.id, name), data, media_type, self.ttl_s)
-        listed = [a for a in self.job.meta.get("artifacts", []) if a["name"] != name]
-        self.hook.save_meta(artifacts=[*listed, {"name": name, "media_type": media_type, "bytes": len(data)}])
+        with self.hook.trace.span("artifact write", {"artifact.name": name, "artifact.bytes": len(data)}):
+            self.store.put(keys.artifact(self.job.id, name), data, media_type, self.ttl_s)
+            listed = [a for a in self.job.meta.get("artifacts", []) if a["name"] != name]
+            self.hook.save_meta(artifacts=[*listed, {"name": name, "media_type": media_type, "bytes": len(data)}])
 
     def save_png(self, name: str, image: torch.Tensor) -> None:
         """`image`: (C, H, W) in [0, 1]."""

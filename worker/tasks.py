@@ -1,7 +1,7 @@
 """The job function RQ runs (`worker.tasks.run_job`): re-validate, run the kind, record how it ended.
 
-Ends a job itself (no retry) when the caller canceled it, its input cannot be used, its model does not load here, or
-its training diverged;
+Ends a job itself (no retry) when the caller canceled it, it ran past its time limit, its input cannot be used, its
+model does not load here, or its training diverged;
 re-raises anything else, so RQ retries it a bounded number of times (a cause that may pass: a lost worker, CUDA out
 of memory). A retried `train` job goes on from its last saved epoch. `run_batch` runs `sample` jobs claimed together
 as one loop, each ending as it would alone.
@@ -16,6 +16,7 @@ import torch
 from pydantic import ValidationError
 from rq import get_current_job
 from rq.job import Job as RQJob
+from rq.timeouts import JobTimeoutException
 
 from core.endings import record_endings
 from core.job_state import now_iso
@@ -28,7 +29,14 @@ from core.rq_internals import requeue_at_front_for_free, retries_left
 from core.settings import Settings, get_settings
 from core.store import ArtifactStore, make_store
 from models.training import TrainingDiverged
-from worker.errors import InputError, JobCanceled, ModelUnavailable, ModelUnreadable, WorkerStopping
+from worker.errors import (
+    InputError,
+    JobCanceled,
+    JobTimedOut,
+    ModelUnavailable,
+    ModelUnreadable,
+    WorkerStopping,
+)
 from worker.generate import run_samples
 from worker.gpu import measured
 from worker.hook import BatchHook, StepHook
@@ -68,6 +76,9 @@ def recorded(job: RQJob, hook: StepHook, attempt: int) -> Iterator[None]:
     except JobCanceled:
         log.info("job=%s canceled", job.id)
         hook.end("canceled")
+    except (JobTimedOut, JobTimeoutException):  # its own deadline at a step, or RQ's limit outside any step
+        log.info("job=%s timed out after %s s", job.id, hook.timeout_s)
+        hook.time_out()
     except TrainingDiverged as exc:
         log.info("job=%s diverged: %s", job.id, exc)
         error = {"type": "training_diverged", "message": str(exc)}
@@ -181,7 +192,7 @@ def run_batch(jobs: list[RQJob]) -> list[BaseException | None]:
                 results = run_samples(batch, BatchHook([hook for _, hook, _, _ in members]))
         except BaseException as exc:  # each job records it as its own
             for job, hook, attempt, _ in members:
-                if hook.canceled:
+                if hook.stopped:
                     continue
                 try:
                     with recorded(job, hook, attempt):
@@ -190,6 +201,6 @@ def run_batch(jobs: list[RQJob]) -> list[BaseException | None]:
                     failures[job.id] = own
         else:
             for (job, hook, _, _), result in zip(members, results, strict=True):
-                if not hook.canceled:
+                if not hook.stopped:
                     succeeded(job, hook, {**result, **({"gpu_memory": gpu_memory} if gpu_memory else {})})
     return [failures.get(job.id) for job in jobs]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, fiel
 
 from core.errors import InvalidRequest
 from core.model_spec import ModelSpec
+from core.queues import Priority
 from core.schemas.images import ImageInput
 from core.settings import Settings
 
@@ -34,6 +35,17 @@ class JobBase(BaseModel):
         max_length=3,
         description="when to POST to `webhook`: start, progress (at most once a second), completed (the default)",
     )
+    priority: Priority = Field(
+        default="normal",
+        description="high jobs start before normal ones, normal before low (docs/operations/scaling.md, "
+        "'Priorities'); 'high' only for the keys the deployment allows",
+    )
+    timeout_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="the job ends as timed_out past this many seconds of running; at most the kind's bound on "
+        "this deployment (JOB_TIMEOUT_MAX_S), which is also the default",
+    )
 
     @field_validator("webhook_events")
     @classmethod
@@ -48,6 +60,11 @@ class JobBase(BaseModel):
     def capability(self) -> str:
         """What the model must be able to run: `kind`, or `kind.method`."""
         return self.kind
+
+    def image_count(self) -> int:
+        """The images the job makes, as a key's daily image budget counts them (docs/operations/quotas.md)."""
+        n = getattr(self, "n", 1)
+        return n if isinstance(n, int) else 1
 
     def image_inputs(self) -> dict[str, ImageInput]:
         """The request's image inputs by field name, for checks at the door and resolution in the worker."""

@@ -4,8 +4,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+Status = Literal["queued", "running", "succeeded", "failed", "canceled", "timed_out"]
+# timed_out: the job ran past its `timeout_s` (an ending like failed, with its own reason; docs/api.md)
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "timed_out"})
 
 
 class Progress(BaseModel):
@@ -43,6 +44,11 @@ class Job(BaseModel):
     started_at: str | None
     finished_at: str | None
     queue_position: int | None
+    # seconds until it is likely to start: the jobs ahead of it (higher priorities first) times the mean run of its
+    # kind and model, over the workers of its queue; None when not queued or nothing has run yet to measure
+    queue_eta_seconds: float | None = None
+    priority: str = "normal"
+    group_id: str | None = None
     progress: Progress | None
     params: dict[str, Any]
     artifacts: list[Artifact]
@@ -54,6 +60,20 @@ class Job(BaseModel):
 class JobList(BaseModel):
     jobs: list[Job]
     next_cursor: str | None
+
+
+class Group(BaseModel):
+    """A job group (docs/api.md, "Groups"), counted from its members' own statuses."""
+
+    id: str
+    created_at: str
+    total: int  # members
+    counts: dict[str, int]  # members per job status, every status present (zeros too)
+    expired: int = 0  # members whose record is gone (a job expires ARTIFACT_TTL_S after it ends)
+    done: bool  # every member has ended
+    status: Literal["running", "completed"]  # "completed" once done
+    job_ids: list[str]
+    webhook: str | None = None  # POSTed the group once every member has ended (event `group.completed`)
 
 
 class Upload(BaseModel):
@@ -110,3 +130,18 @@ class ErrorBody(BaseModel):
     """The one error envelope of docs/api.md, for every status that is not a success."""
 
     error: ErrorDetail
+
+
+class Quota(BaseModel):
+    used: int
+    limit: int | None  # None: this deployment sets no limit
+    resets_at: str | None = None  # a daily quota's next reset (UTC midnight)
+
+
+class Usage(BaseModel):
+    """GET /v1/usage (docs/operations/quotas.md)."""
+
+    day: str  # the UTC day the daily figures count
+    active_jobs: Quota  # queued plus running
+    images_today: Quota
+    gpu_seconds_today: float  # seconds this key's jobs ran on a worker today, attempts lost to a worker's death aside

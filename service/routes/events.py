@@ -22,7 +22,20 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nothing be
 STREAM = {
     "description": "`job` events (the Job JSON) at each change, `preview` events (a PNG data URL) while a sampling "
     "job runs, `: keep-alive` comments; ends after the job's terminal `job` event.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    # OpenAPI 3.1 (no `itemSchema` yet): the media type's `schema` describes each event of the stream
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string", "enum": ["job", "preview"]},
+                    "data": {"type": "string", "description": "job: the Job as JSON; preview: a PNG data URL"},
+                    "id": {"type": "string"},
+                },
+                "required": ["event", "data"],
+            }
+        }
+    },
 }
 
 

@@ -70,12 +70,12 @@ def admit_and_create(
 ) -> Job:
     """Everything a submission does in Redis, in one trip to the thread pool."""
     check_enabled(job, settings.webhook_secret)
-    queue = admit(conn, models, owner, job, settings)
+    pool = admit(conn, models, owner, job, settings)
     claim = None
     if isinstance(job, TrainJob):
         name = job.name
         claim = lambda job_id: ModelRegistry(conn).claim(owner, name, job_id, set(models))  # noqa: E731
-    created, _ = repo.create(owner, job, queue, idempotency_key, body_digest(body), claim)
+    created, _ = repo.create(owner, job, pool, idempotency_key, body_digest(body), claim)
     return to_view(created)
 
 
@@ -86,7 +86,7 @@ def admit_and_create(
     responses={
         202: {"headers": LOCATION},
         200: {"model": Job, "description": "The job ended within `Prefer: wait`.", "headers": LOCATION},
-        **error_responses(400, 409, 413, 415),
+        **error_responses(400, 403, 409, 413, 415),
     },
 )
 async def submit_job(
@@ -142,6 +142,13 @@ async def get_job(
 @router.delete("/{job_id}", status_code=202, response_model=Job, responses=error_responses(404))
 async def cancel_job(job_id: JobId, owner: Owner, repo: Repo) -> Job:
     return to_view(await run_in_threadpool(repo.cancel, owner, job_id))
+
+
+@router.post("/{job_id}/resume", status_code=202, response_model=Job, responses=error_responses(404, 409))
+async def resume_job(job_id: JobId, owner: Owner, repo: Repo, models: Models) -> Job:
+    """A train job that timed out or failed, queued again: it goes on after its last finished epoch
+    (docs/operations/scaling.md, "Time limits")."""
+    return to_view(await run_in_threadpool(repo.resume, owner, job_id, set(models)))
 
 
 @router.get(

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from core.queues import TRAIN_QUEUE
+from core.queues import TRAIN_QUEUE, all_queues
 from service.deps import Conn, Models
 from service.error_docs import error_responses
 from service.metrics import render
@@ -19,6 +19,6 @@ router = APIRouter(tags=["operations"])
 )
 async def metrics(conn: Conn, models: Models) -> Response:
     """Jobs ended by kind and status, durations, images, queue depths, workers and GPU memory, read from Redis."""
-    queues = {spec.queue for spec in models.values()} | {TRAIN_QUEUE}
+    queues = all_queues(sorted({spec.queue for spec in models.values()} | {TRAIN_QUEUE}))
     body = await run_in_threadpool(render, conn, queues)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -116,3 +116,11 @@ def test_the_api_requests_benchmark_counts_one_pool_hop_per_request() -> None:
     out = run_bench("bench/api_requests.py", "--requests", "20", timeout=120)
     assert "POST /v1/jobs thread-pool hops: 1 (admit_and_create)" in out, out
     assert "GET /v1/jobs/{id} thread-pool hops: 1 " in out, out
+
+
+def test_the_priorities_benchmark_runs_and_high_jumps_the_line() -> None:
+    out = run_bench("bench/priorities.py", "--backlog", "12", "--probes", "1", timeout=300)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
+    high = float(rows["high, 12 low jobs queued"][1])
+    behind = float(rows["normal, 20 normal jobs queued"][1])
+    assert high < behind / 3, out  # a high job waits for the job in hand, a normal one for the whole line

@@ -22,6 +22,7 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker_registration import get_keys
 
+from core import pause
 from core import rq_internals as ri
 from core.rq_internals import HookedWorker
 from tests.helpers import fresh_database
@@ -102,7 +103,7 @@ def test_rq_is_the_pinned_minor():
 
 def test_our_hook_and_helper_names_shadow_nothing_of_rqs():
     ours = {name for name in vars(HookedWorker) if not name.startswith("__")}
-    overridden = {"get_heartbeat_ttl", "request_force_stop", "heartbeat", "execute_job"}
+    overridden = {"get_heartbeat_ttl", "request_force_stop", "heartbeat", "execute_job", "dequeue_job_and_maintain_ttl"}
     assert overridden <= ours
     for name in overridden:
         assert callable(getattr(SimpleWorker, name)), name
@@ -398,3 +399,98 @@ def test_get_state_and_set_state_are_the_workers_busy_and_idle(conn, queue):
     assert worker.is_busy() and conn.hget(worker.key, "state") == b"busy"
     worker.set_idle()
     assert not worker.is_busy() and conn.hget(worker.key, "state") == b"idle"
+
+
+# -- Administration: counts, retries, pauses (docs/operations/administration.md) ----------------------------------
+
+
+def failed_job(queue: Queue) -> RQJob:
+    """A job that raised on its one attempt: in the failed registry."""
+    job = enqueue(queue, "builtins.int", "not a number")
+    worker = make_worker(queue)
+    worker.perform(dequeue(queue), queue, worker.start_execution(job))
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    return job
+
+
+def test_registry_counts_count_each_registry_without_cleaning_up(conn, queue):
+    assert params(rq.registry.BaseRegistry.get_job_count) == ["self", "cleanup"]
+    failed_job(queue)
+    enqueue(queue)
+    started(make_worker(queue), dequeue(queue))
+    age_started_entries(conn)
+    counts = ri.registry_counts(conn, QUEUE)
+    assert counts == {"started": 1, "failed": 1, "deferred": 0, "scheduled": 0}
+    assert ri.started_count(conn, QUEUE) == 1  # still there: counting reaped nothing
+
+
+def test_requeue_ended_puts_a_failed_job_back_at_the_end_of_its_queue_with_its_meta_and_no_expiry(conn, queue):
+    assert params(rq.registry.FailedJobRegistry.requeue) == ["self", "job_or_id", "at_front"]
+    job = failed_job(queue)
+    waiting = enqueue(queue)
+    conn.expire(job.key, 100)
+    job.meta["note"] = "cleared by the caller"
+    ri.requeue_ended(job)
+    assert ids(conn, ri.queue_key(queue)) == [waiting.id, job.id]
+    assert job.id not in queue.failed_job_registry
+    job.refresh()
+    assert job.get_status() == JobStatus.QUEUED and job.meta["note"] == "cleared by the caller"
+    assert conn.ttl(job.key) == -1
+
+
+def test_requeue_ended_puts_back_a_job_the_worker_ended_itself(conn, queue):
+    assert params(Queue.enqueue_job)[:4] == ["self", "job", "pipeline", "at_front"]
+    enqueue(queue)
+    worker = make_worker(queue)
+    job = dequeue(queue)
+    worker.perform(job, queue, worker.start_execution(job))  # returned: RQ finished it (an outcome in its meta)
+    assert job.id in queue.finished_job_registry
+    ri.requeue_ended(job)
+    assert job.id not in queue.finished_job_registry
+    assert ids(conn, ri.queue_key(queue)) == [job.id]
+    assert job.get_status(refresh=True) == JobStatus.QUEUED and job.started_at is None
+
+
+def test_put_back_returns_a_dequeued_job_to_the_front_of_its_queue(conn, queue):
+    first, second = enqueue(queue), enqueue(queue)
+    job = dequeue(queue)
+    assert ids(conn, ri.intermediate_queue_key(queue)) == [first.id]
+    ri.put_back(job, queue)
+    assert ids(conn, ri.queue_key(queue)) == [first.id, second.id]
+    assert ids(conn, ri.intermediate_queue_key(queue)) == []
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+
+
+def test_dequeue_leaves_out_paused_queues_and_puts_back_a_job_of_a_queue_paused_meanwhile(conn, queue):
+    assert params(SimpleWorker.dequeue_job_and_maintain_ttl) == ["self", "timeout", "max_idle_time"]
+    assert isinstance(make_worker(queue)._ordered_queues, list)
+    other = Queue(QUEUE + "-other", connection=conn, serializer=JSONSerializer)
+    held, free = enqueue(queue), enqueue(other)
+    worker = HookedWorker([queue, other], connection=conn, serializer=JSONSerializer)
+    worker.register_birth()
+    pause.pause(conn, QUEUE)
+    taken = worker.dequeue_job_and_maintain_ttl(5)
+    assert taken is not None and (taken[0].id, taken[1].name) == (free.id, other.name)
+    assert ids(conn, ri.queue_key(queue)) == [held.id]
+    started_at = time.monotonic()
+    assert worker.dequeue_job_and_maintain_ttl(5, max_idle_time=3) is None  # the paused job is left alone
+    assert time.monotonic() - started_at >= 2
+    assert worker.dequeue_job_and_maintain_ttl(None) is None  # burst: nothing open to take
+    pause.pause(conn, other.name)
+    assert worker.dequeue_job_and_maintain_ttl(5, max_idle_time=2) is None  # all paused: it waits, heartbeats kept
+    assert conn.ttl(worker.key) > 0
+    pause.resume(conn, QUEUE)
+    pause.resume(conn, other.name)
+
+    class PausedMeanwhile(HookedWorker):
+        calls = 0
+
+        def paused_queues(self) -> set[str]:
+            self.calls += 1
+            return set() if self.calls == 1 else {QUEUE}  # paused between the check and the dequeue
+
+    meanwhile = PausedMeanwhile([queue], connection=conn, serializer=JSONSerializer)
+    assert meanwhile.dequeue_job_and_maintain_ttl(5, max_idle_time=3) is None
+    assert ids(conn, ri.queue_key(queue)) == [held.id] and ids(conn, ri.intermediate_queue_key(queue)) == []
+    assert held.get_status(refresh=True) == JobStatus.QUEUED
+    assert worker.dequeue_job_and_maintain_ttl(5)[0].id == held.id  # resumed: taken at once
