@@ -36,6 +36,7 @@ def count_end(
         labels = SEP.join((kind, model))
         pipe.hincrby(keys.METRICS_DURATION, SEP.join((labels, bucket_of(duration_s))), 1)
         pipe.hincrbyfloat(keys.METRICS_DURATION, SEP.join((labels, "sum")), duration_s)
+        pipe.hincrby(keys.METRICS_RUNS, labels, 1)  # the mean run at a glance (core/queue_place.py)
     if images:
         pipe.hincrby(keys.METRICS_IMAGES, SEP.join((kind, model)), images)
 

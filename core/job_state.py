@@ -62,8 +62,8 @@ def to_view(job: RQJob) -> Job:
     progress = meta.get("progress")
     position = eta = None  # position 1: the next job its pool will run; None: not in a queue (a retry on its way)
     if status == "queued":
-        hint = meta.pop("position_hint", None)
-        position, eta = place(job, job.get_position() if hint is None else hint - 1)
+        hint = meta.pop("place_hint", None)  # a job just enqueued: read in its enqueue's transaction
+        position, eta = place(job, job.get_position()) if hint is None else tuple(hint)
     finished = meta.get("finished_at") or (iso(job.ended_at) if status in ("succeeded", "failed") else None)
     return Job(
         id=job.id,

@@ -9,6 +9,9 @@ WEBHOOK_PENDING = "dj:webhooks:pending"  # zset of records being tried or waitin
 METRICS_JOBS = "dj:metrics:jobs"  # "kind\tstatus" -> jobs ended
 METRICS_DURATION = "dj:metrics:duration"  # "kind\tmodel\t<bucket bound>|sum" -> jobs in that bucket | seconds
 METRICS_IMAGES = "dj:metrics:images"  # "kind\tmodel" -> images produced
+METRICS_RUNS = (
+    "dj:metrics:runs"  # "kind\tmodel" -> jobs that ran and ended (the duration histogram's count, in one field)
+)
 METRICS_GPU = "dj:metrics:gpu"  # "worker\tallocated|peak" -> bytes at the worker's last job end
 PAUSED_QUEUES = "dj:paused-queues"  # set of queue names whose workers take no new job (core/pause.py)
 

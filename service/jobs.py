@@ -32,6 +32,7 @@ from core.events import job_changed
 from core.job_state import now_iso, status_and_error
 from core.kinds.base import JobBase
 from core.model_registry import ModelRegistry
+from core.queue_place import place_of, read_place
 from core.queues import queue_name
 from core.rq_internals import job_from_hash, job_key, queue_key
 from core.schemas.responses import TERMINAL
@@ -126,10 +127,10 @@ class JobRepo:
 
     def enqueue(self, owner: str, entries: list["Entry"], extra: Extra | None = None) -> list[RQJob]:
         """Queues the jobs, all or none, in one transaction with the key's use (core/usage.py), the owner's list,
-        `extra`'s own commands (a group's record) and the length of each queue after it: one round trip, and one
-        more to read the key's use first when the deployment sets quotas (WATCHed, so two submissions never both
-        take the last slot). Past `max_queue_depth` the jobs are taken back out (a rare, second trip), so the limit
-        costs a submission no LLEN of its own."""
+        `extra`'s own commands (a group's record), the length of each queue after it and a lone job's place
+        (core/queue_place.py): one round trip, and one more to read the key's use first when the deployment sets
+        quotas (WATCHed, so two submissions never both take the last slot). Past `max_queue_depth` the jobs are taken
+        back out (a rare, second trip), so the limit costs a submission no LLEN of its own."""
         for entry in entries:
             if entry.req.seed is None:
                 entry.req.seed = secrets.randbits(31)
@@ -149,15 +150,19 @@ class JobRepo:
                         extra(pipe, jobs)
                     for name in names:
                         pipe.llen(queue_key(self.queue(name)))
-                    depths = dict(zip(names, (int(d) for d in pipe.execute()[-len(names) :]), strict=True))
+                    lone = len(jobs) == 1
+                    reads = read_place(pipe, jobs[0].origin, jobs[0].args[0]) if lone else 0
+                    results = pipe.execute()
+                    tail = results[len(results) - reads - len(names) : len(results) - reads]
+                    depths = dict(zip(names, (int(d) for d in tail), strict=True))
                     break
                 except redis.WatchError:
                     pipe.reset()  # another submission or an end of this key's changed its use: read it again
         full = [name for name, depth in depths.items() if depth > self.settings.max_queue_depth]
         if full and self._take_back(owner, jobs, images, day):
             raise Unavailable(f"The {full[0]} queue is full; retry later.", retry_after=10)
-        if len(jobs) == 1:
-            jobs[0].meta["position_hint"] = depths[jobs[0].origin]  # not saved: the new job's place, without LPOS
+        if lone:  # not saved: the new job's place, read in the same trip, without an LPOS
+            jobs[0].meta["place_hint"] = place_of(depths[jobs[0].origin] - 1, results[len(results) - reads :])
         return jobs
 
     def _enqueue_call(self, pipe: Pipeline, owner: str, entry: "Entry", day: str) -> RQJob:

@@ -20,8 +20,8 @@ def conn(redis_url):
 
 def test_past_the_limit_the_job_is_taken_back_and_nothing_is_left(conn):
     repo = JobRepo(conn, Settings(max_queue_depth=2))
-    positions = [repo.create(OWNER, parse_job(NOISE), "mnist", None, f"d{i}")[0].meta["position_hint"] for i in (1, 2)]
-    assert positions == [1, 2]
+    places = [repo.create(OWNER, parse_job(NOISE), "mnist", None, f"d{i}")[0].meta["place_hint"] for i in (1, 2)]
+    assert places == [(1, None), (2, None)]  # positions; no ETA before a job of the kind has run
     with pytest.raises(Unavailable, match="queue is full"):
         repo.create(OWNER, parse_job(NOISE), "mnist", None, "d3")
     assert conn.llen("rq:queue:mnist") == 2
