@@ -30,6 +30,10 @@ def idempotency(owner: str, digest: str) -> str:
     return f"dj:idem:{owner}:{digest}"
 
 
+def group_idempotency(owner: str, digest: str) -> str:
+    return f"dj:idem-group:{owner}:{digest}"  # a group's Idempotency-Key: its own space, apart from the jobs' keys
+
+
 def preview(job_id: str) -> str:
     return f"dj:preview:{job_id}"  # hash: the running job's latest preview (worker/preview.py): stage, step, total, png
 

@@ -165,9 +165,13 @@ class Client(_Base):
     def cancel(self, job: JobRef) -> Job:
         return Job.model_validate_json(checked(self.http.delete(f"/v1/jobs/{job_id(job)}")).content)
 
-    def submit_group(self, jobs: list[dict[str, Any]], webhook: str | None = None) -> Group:
-        """Posts jobs (each a body of POST /v1/jobs) as one group: all are queued, or none (docs/api.md, "Groups")."""
-        response = self.http.post("/v1/groups", json=group_body(jobs, webhook))
+    def submit_group(
+        self, jobs: list[dict[str, Any]], webhook: str | None = None, idempotency_key: str | None = None
+    ) -> Group:
+        """Posts jobs (each a body of POST /v1/jobs) as one group: all are queued, or none (docs/api.md, "Groups");
+        with `idempotency_key`, a retry of the same body answers the group the first made."""
+        headers = submit_headers(idempotency_key, None)
+        response = self.http.post("/v1/groups", json=group_body(jobs, webhook), headers=headers)
         return Group.model_validate_json(checked(response).content)
 
     def get_group(self, group: GroupRef) -> Group:
@@ -280,9 +284,12 @@ class AsyncClient(_Base):
     async def cancel(self, job: JobRef) -> Job:
         return Job.model_validate_json(checked(await self.http.delete(f"/v1/jobs/{job_id(job)}")).content)
 
-    async def submit_group(self, jobs: list[dict[str, Any]], webhook: str | None = None) -> Group:
+    async def submit_group(
+        self, jobs: list[dict[str, Any]], webhook: str | None = None, idempotency_key: str | None = None
+    ) -> Group:
         """As `Client.submit_group`."""
-        response = await self.http.post("/v1/groups", json=group_body(jobs, webhook))
+        headers = submit_headers(idempotency_key, None)
+        response = await self.http.post("/v1/groups", json=group_body(jobs, webhook), headers=headers)
         return Group.model_validate_json(checked(response).content)
 
     async def get_group(self, group: GroupRef) -> Group:

@@ -10,7 +10,7 @@ from typing import get_args
 
 import redis
 
-from core import groups
+from core import groups, keys
 from core.errors import InvalidRequest, NotFound, ServiceError
 from core.groups import GroupRecord
 from core.job_state import now_iso, status_and_error
@@ -20,7 +20,7 @@ from core.model_spec import ModelSpec
 from core.schemas.responses import TERMINAL, Group, Status
 from core.settings import Settings
 from service.admission import admit
-from service.jobs import Entry, JobRepo, fetch_many
+from service.jobs import Entry, JobRepo, fetch_many, key_digest, remember, remembered
 from service.webhooks import check_enabled
 
 NO_WEBHOOKS = "this server has no WEBHOOK_SECRET set, so it sends no webhooks"
@@ -60,16 +60,37 @@ class GroupRepo:
         self.conn = repo.conn
         self.settings = repo.settings
 
-    def create(self, owner: str, reqs: list[JobBase], webhook: str | None, models: dict[str, ModelSpec]) -> Group:
-        """Admits every item, then enqueues them all with the group's record, in one transaction."""
+    def create(
+        self,
+        owner: str,
+        reqs: list[JobBase],
+        webhook: str | None,
+        models: dict[str, ModelSpec],
+        idempotency_key: str | None = None,
+        digest: str = "",
+    ) -> Group:
+        """Admits every item, then enqueues them all with the group's record, in one transaction. With an
+        Idempotency-Key, the same body again answers the group the first request made (a retry after a 503 that
+        the group survived makes no second group), another body 409; a refused group leaves the key free."""
         if webhook is not None and not self.settings.webhook_secret:
             raise InvalidRequest.field(["webhook"], NO_WEBHOOKS)
-        pools = admit_items(self.conn, models, owner, reqs, self.settings)
         group_id = str(uuid.uuid4())
-        entries = [Entry(req, pool, meta={"group": group_id}) for req, pool in zip(reqs, pools, strict=True)]
-        record = GroupRecord(group_id, owner, now_iso(), [entry.job_id for entry in entries], 0, webhook)
         ttl = self.settings.artifact_ttl_s
-        self.repo.enqueue(owner, entries, extra=lambda pipe, _jobs: groups.write(pipe, record, ttl))
+        idem = keys.group_idempotency(owner, key_digest(idempotency_key)) if idempotency_key is not None else None
+        if idem is not None and (earlier := remembered(self.conn, idem, digest, group_id, ttl, "group")) is not None:
+            try:
+                return view(self.conn, self.fetch(owner, earlier))
+            except NotFound:
+                remember(self.conn, idem, digest, group_id, ttl)  # its group expired: start anew
+        try:
+            pools = admit_items(self.conn, models, owner, reqs, self.settings)
+            entries = [Entry(req, pool, meta={"group": group_id}) for req, pool in zip(reqs, pools, strict=True)]
+            record = GroupRecord(group_id, owner, now_iso(), [entry.job_id for entry in entries], 0, webhook)
+            self.repo.enqueue(owner, entries, extra=lambda pipe, _jobs: groups.write(pipe, record, ttl))
+        except Exception:
+            if idem is not None:
+                self.conn.delete(idem)  # refused: the key stays free for a corrected request
+            raise
         return view(self.conn, record)
 
     def fetch(self, owner: str, group_id: str) -> GroupRecord:

@@ -105,23 +105,19 @@ class JobRepo:
 
         `before_enqueue(job_id)` runs for a new job only, just before it is queued; it may raise to refuse it."""
         job_id = str(uuid.uuid4())
-        if idempotency_key is not None:
-            idem = keys.idempotency(owner, hashlib.sha256(idempotency_key.encode()).hexdigest())
-            record = json.dumps({"digest": digest, "job_id": job_id})
-            if not self.conn.set(idem, record, nx=True, ex=self.settings.artifact_ttl_s):
-                earlier = json.loads(self.conn.get(idem) or record)
-                if earlier["digest"] != digest:
-                    raise Conflict("This Idempotency-Key was used with another body; use a new key for a new job.")
-                try:
-                    return self.fetch(owner, earlier["job_id"]), False
-                except NotFound:
-                    self.conn.set(idem, record, ex=self.settings.artifact_ttl_s)  # its job expired: start anew
+        ttl = self.settings.artifact_ttl_s
+        idem = keys.idempotency(owner, key_digest(idempotency_key)) if idempotency_key is not None else None
+        if idem is not None and (earlier := remembered(self.conn, idem, digest, job_id, ttl, "job")) is not None:
+            try:
+                return self.fetch(owner, earlier), False
+            except NotFound:
+                remember(self.conn, idem, digest, job_id, ttl)  # its job expired: start anew
         try:
             if before_enqueue is not None:
                 before_enqueue(job_id)
             return self.enqueue(owner, [Entry(req, pool, job_id)])[0], True
         except Exception:
-            if idempotency_key is not None:
+            if idem is not None:
                 self.conn.delete(idem)  # refused: the key stays free for a corrected request
             raise
 
@@ -275,6 +271,27 @@ class JobRepo:
             record_endings(self.conn, [job], "canceled")
         job_changed(self.conn, job_id)
         return self.fetch(owner, job_id)
+
+
+def key_digest(idempotency_key: str) -> str:
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+def remember(conn: redis.Redis, name: str, digest: str, made_id: str, ttl_s: int) -> None:
+    conn.set(name, json.dumps({"digest": digest, "id": made_id}), ex=ttl_s)
+
+
+def remembered(conn: redis.Redis, name: str, digest: str, new_id: str, ttl_s: int, what: str) -> str | None:
+    """An Idempotency-Key's record (docs/api.md): claims `name` for `new_id` and returns None (this request is the
+    first), or returns the id of the job or group the first request with the same body made; another body under the
+    same key is a 409."""
+    record = json.dumps({"digest": digest, "id": new_id})
+    if conn.set(name, record, nx=True, ex=ttl_s):
+        return None
+    earlier = json.loads(conn.get(name) or record)
+    if earlier["digest"] != digest:
+        raise Conflict(f"This Idempotency-Key was used with another body; use a new key for a new {what}.")
+    return str(earlier.get("id") or earlier["job_id"])  # "job_id": records written before groups had keys
 
 
 def fetch_many(conn: redis.Redis, job_ids: list[str]) -> list[RQJob | None]:

@@ -3,7 +3,7 @@
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from core.schemas.responses import Group
 from service.deps import Models, Owner, Repo
 from service.error_docs import AUTHED, error_responses
 from service.groups import GroupRepo
+from service.jobs import body_digest
 from service.routes import BEARER
 
 JobRequest = kinds.request_type()
@@ -50,11 +51,20 @@ GroupId = Annotated[str, Depends(group_id_of)]
     "",
     status_code=202,
     response_model=Group,
-    responses={202: {"headers": LOCATION}, **error_responses(400, 403, 413, 415)},
+    responses={202: {"headers": LOCATION}, **error_responses(400, 403, 409, 413, 415)},
 )
-async def submit_group(body: GroupRequest, owner: Owner, repo: Repo, models: Models) -> JSONResponse:
+async def submit_group(
+    request: Request,
+    body: GroupRequest,
+    owner: Owner,
+    repo: Repo,
+    models: Models,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
     webhook = str(body.webhook) if body.webhook is not None else None
-    group = await run_in_threadpool(GroupRepo(repo).create, owner, body.jobs, webhook, models)
+    digest = body_digest(await request.body())
+    create = GroupRepo(repo).create
+    group = await run_in_threadpool(create, owner, body.jobs, webhook, models, idempotency_key, digest)
     return JSONResponse(group.model_dump(mode="json"), 202, headers={"Location": f"/v1/groups/{group.id}"})
 
 

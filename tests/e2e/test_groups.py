@@ -65,8 +65,8 @@ def db(stack: Stack) -> redis.Redis:
     return redis.Redis.from_url(stack.env["REDIS_URL"])
 
 
-def posted(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    response = client.post("/v1/groups", json=body)
+def posted(client: httpx.Client, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    response = client.post("/v1/groups", json=body, headers=headers)
     assert response.status_code == 202, response.text
     group: dict[str, Any] = response.json()
     assert response.headers["Location"] == f"/v1/groups/{group['id']}"
@@ -190,10 +190,33 @@ def test_delete_cancels_every_queued_job_of_the_group(idle_stack):
         assert int(conn.hget(keys.group(group["id"]), "ended")) == 3
 
 
+def test_an_idempotency_key_makes_a_retried_group_once(idle_stack):
+    conn = db(idle_stack)
+    with client_for(idle_stack, TEST_KEYS[-63]) as c:
+        body, key = {"jobs": noise(2)}, {"Idempotency-Key": "batch-2026-12-06"}
+        first = posted(c, body, headers=key)
+        again = c.post("/v1/groups", json=body, headers=key)  # a retry, e.g. after a 503 the group survived
+        assert again.status_code == 202 and again.json()["id"] == first["id"]
+        assert again.json()["job_ids"] == first["job_ids"]
+        assert len(c.get("/v1/jobs").json()["jobs"]) == 2 and conn.llen("rq:queue:mnist") == 2  # one group
+        other = c.post("/v1/groups", json={"jobs": noise(3)}, headers=key)
+        assert other.status_code == 409 and "Idempotency-Key" in other.json()["error"]["message"]
+        bad = {"jobs": [{**NOISE, "model": "nope"}]}
+        refused(c.post("/v1/groups", json=bad, headers={"Idempotency-Key": "k2"}))
+        fixed = posted(c, {"jobs": noise(1)}, headers={"Idempotency-Key": "k2"})  # a refused group left it free
+        assert fixed["total"] == 1
+        solo = c.post("/v1/jobs", json=NOISE, headers=key)  # a job's keys are apart from a group's
+        assert solo.status_code == 202, solo.text
+        c.delete(f"/v1/groups/{first['id']}")
+        c.delete(f"/v1/groups/{fixed['id']}")
+        c.delete(f"/v1/jobs/{solo.json()['id']}")
+
+
 def test_the_python_client_submits_and_waits_for_a_group(group_stack, api_key):
     with Client(group_stack.url, api_key) as api:
         seen: list[int] = []
-        group = api.submit_group(noise(3))
+        group = api.submit_group(noise(3), idempotency_key="three")
+        assert api.submit_group(noise(3), idempotency_key="three").id == group.id  # a retry: the same group
         final = api.wait_group(group, timeout=120, on_progress=lambda g: seen.append(g.counts["succeeded"]))
         assert final.done and final.counts["succeeded"] == 3 and final.job_ids == group.job_ids
         assert seen[-1] == 3 and seen == sorted(seen)
