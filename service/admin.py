@@ -15,15 +15,12 @@ from rq.serializers import JSONSerializer
 
 from core import keys, pause
 from core.errors import Conflict, Forbidden, NotFound
-from core.events import job_changed
-from core.job_state import iso, status_and_error
+from core.job_state import iso
 from core.queues import all_queues, split
-from core.rq_internals import queue_key, registry_counts, requeue_ended, worker_keys
+from core.rq_internals import queue_key, registry_counts, worker_keys
 from core.settings import Settings
 from service.auth import ANONYMOUS, key_hash
-
-RETRYABLE = ("failed", "timed_out")  # the endings an operator may retry
-CLEARED = ("outcome", "error", "result", "progress", "started_at", "finished_at", "artifacts")  # a past attempt's
+from service.jobs import retry
 
 
 class WorkerView(BaseModel):
@@ -140,21 +137,6 @@ def fetch_any(conn: redis.Redis, job_id: str) -> RQJob:
         return RQJob.fetch(job_id, connection=conn, serializer=JSONSerializer)
     except NoSuchJobError:
         raise NotFound(f"No job {job_id!r} (or it expired).") from None
-
-
-def retry(conn: redis.Redis, job: RQJob) -> None:
-    """A failed or timed-out job queued again at the back of its own queue, its last attempt's ending cleared so it
-    reads "queued" and runs anew (one attempt: RQ's automatic retries were spent); it counts as its key's active job
-    again (core/usage.py)."""
-    status, _ = status_and_error(job)
-    if status not in RETRYABLE:
-        raise Conflict(f"Job {job.id} is {status}; only a failed or timed_out job can be retried.")
-    for field in CLEARED:
-        job.meta.pop(field, None)
-    if isinstance(owner := job.meta.get("owner"), str):
-        conn.sadd(keys.active_jobs(owner), job.id)  # active again for the key's quota, until it ends again
-    requeue_ended(job)
-    job_changed(conn, job.id)
 
 
 def retry_job(conn: redis.Redis, job_id: str) -> RQJob:

@@ -34,12 +34,11 @@ from core.kinds.base import JobBase
 from core.model_registry import ModelRegistry
 from core.queue_place import place_of, read_place
 from core.queues import queue_name
-from core.rq_internals import job_from_hash, job_key, queue_key
+from core.rq_internals import job_from_hash, job_key, queue_key, requeue_ended
 from core.schemas.responses import TERMINAL
 from core.settings import Settings
 from core.tracing import enqueue_span, job_meta
 from core.usage import charge
-from service.admin import RETRYABLE, retry
 from service.quotas import Quotas
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,8 @@ TASK = "worker.tasks.run_job"
 # (worker/hook.py); RQ's limit catches a job stuck outside any step (a model load that hangs).
 HARD_LIMIT_GRACE_S = 60
 SCAN_BATCH = 200
+RETRYABLE = ("failed", "timed_out")  # the endings a job may be queued again from (an operator's retry, a resume)
+CLEARED = ("outcome", "error", "result", "progress", "started_at", "finished_at", "artifacts")  # a past attempt's
 Extra = Callable[[Pipeline, list[RQJob]], None]  # more commands for an enqueue's transaction, given its jobs
 
 
@@ -271,6 +272,21 @@ class JobRepo:
             record_endings(self.conn, [job], "canceled")
         job_changed(self.conn, job_id)
         return self.fetch(owner, job_id)
+
+
+def retry(conn: redis.Redis, job: RQJob) -> None:
+    """A failed or timed-out job queued again at the back of its own queue, its last attempt's ending cleared so it
+    reads "queued" and runs anew (one attempt: RQ's automatic retries were spent); it counts as its key's active job
+    again (core/usage.py)."""
+    status, _ = status_and_error(job)
+    if status not in RETRYABLE:
+        raise Conflict(f"Job {job.id} is {status}; only a failed or timed_out job can be retried.")
+    for name in CLEARED:
+        job.meta.pop(name, None)
+    if isinstance(owner := job.meta.get("owner"), str):
+        conn.sadd(keys.active_jobs(owner), job.id)  # active again for the key's quota, until it ends again
+    requeue_ended(job)
+    job_changed(conn, job.id)
 
 
 def key_digest(idempotency_key: str) -> str:
