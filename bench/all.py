@@ -93,6 +93,12 @@ BENCHES = (
     Bench(
         "deepfloyd", "the tiny random IF: the service's loop against diffusers' pipelines", ("bench/deepfloyd.py",), 180
     ),
+    Bench(
+        "steps",
+        "steps x sampler on the shipped models: accuracy, Frechet distance, images per second (10 per class)",
+        ("bench/steps.py", "--per-class", "10"),
+        900,
+    ),
 )
 
 

@@ -35,6 +35,7 @@ from models.guidance import CFG
 from models.processes import CLEAN, DDPM
 from models.sampling import generators, sample_loop, start
 from models.schedules import from_betas
+from models.solvers import Native
 
 STRIDED = list(range(990, -1, -30))
 
@@ -90,7 +91,7 @@ def main() -> int:
     def ours_one() -> torch.Tensor:
         gens = generators(0, n)
         x = start(process, times, 0, gens, torch.empty(n, 3, size1, size1, device=device))
-        return sample_loop(process, predict, CFG(cond, neg, 7.0), x, times, gens)
+        return sample_loop(Native(process, times), predict, CFG(cond, neg, 7.0), x, gens)
 
     def theirs_one() -> torch.Tensor:
         out = one(
@@ -108,7 +109,7 @@ def main() -> int:
         condition = low_res(small, size2, noising, 250, randn_like_per_sample(like, generators(0, n, 2_000_003)))
         x = start(process2, times2, 0, gens, like)
         up = if_predictor(two.unet, process2.schedule.num_timesteps, condition)
-        return sample_loop(process2, up, CFG(cond, neg, 4.0), x, times2, gens)
+        return sample_loop(Native(process2, times2), up, CFG(cond, neg, 4.0), x, gens)
 
     def theirs_two() -> torch.Tensor:
         out = two(image=small, prompt_embeds=cond, negative_prompt_embeds=neg, num_inference_steps=50, output_type="pt")

@@ -76,6 +76,7 @@ from models.judge import digits, features, frechet_distance, logits, split
 from models.predictors import labels, unet_predictor
 from models.processes import NoiseProcess, clipped
 from models.sampling import Inpaint, generators, sample_loop, start
+from models.solvers import Native
 from models.unet import CS180UNet
 from models.views import VIEWS
 
@@ -153,7 +154,7 @@ def sample_batched(
                     assert isinstance(guide, CFG | Anagram | Hybrid)
                     guide = Interval(guide, subject.process.sigma, *subject.interval)
                 x = sample_loop(
-                    subject.process, predict, guide, x, subject.times, gens, constrain, lambda _: bar.update()
+                    Native(subject.process, subject.times), predict, guide, x, gens, constrain, lambda _: bar.update()
                 )
             out.append(quantize(x))
     return torch.cat(out)

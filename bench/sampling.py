@@ -56,6 +56,7 @@ from models.predictors import branches, labels, unet_predictor
 from models.processes import DDPM, Flow, NoiseProcess
 from models.sampling import OnStep, generators, sample_loop, start
 from models.schedules import make_schedule
+from models.solvers import Native
 from models.unet import CS180UNet
 from worker.allocator import tune_malloc
 
@@ -106,7 +107,7 @@ def service_sample(
     guide = CFG(cond.to(device), labels(None, n, device), scale)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         x = start(process, times, 0, gens, torch.empty(n, *shape, device=device))
-        out = sample_loop(process, predict, guide, x, times, gens, on_step=on_step)
+        out = sample_loop(Native(process, times), predict, guide, x, gens, on_step=on_step)
     return out.float().contiguous()
 
 

@@ -183,6 +183,16 @@ def builtin_models(settings: Settings) -> dict[str, ModelSpec]:
             {"guidance_scale": 5.0, "steps": 50},
             "flow",
         ),
+        _mnist(
+            root,
+            "mnist-flow-2step",
+            "mnist-flow distilled by reflow to 2 Euler steps, its CFG 5 baked in (docs/training.md, 'Distillation')",
+            {**FLOW, "steps": 2},
+            DIFFUSION,
+            MNIST_CLASSES,
+            {"steps": 2, "guidance_scale": 1.0, "sampler": "euler"},
+            "flow",
+        ),
         deepfloyd(settings),
     ]
     return {m.id: m for m in models}

@@ -77,6 +77,11 @@ def train_state(job_id: str) -> str:
     return f"train/{job_id}/state.pt"
 
 
+def train_pairs(job_id: str) -> str:
+    """A reflow distillation's pairs (the teacher's images), in the artifact store: a retry does not draw them again."""
+    return f"train/{job_id}/pairs.pt"
+
+
 def model_status(model_id: str) -> str:
     """A shipped model as the last worker to load it found it (JSON), or why it could not (core/model_status.py)."""
     return f"dj:model-status:{model_id}"

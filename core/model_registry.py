@@ -2,7 +2,8 @@
 
 A train job claims its model's name when it is accepted (so a second job for the same name answers 409 while the
 first is queued or running), and its worker registers the model the moment the job succeeds. A record says what the
-model is (dataset, objective, classes, schedule, size, training time, metrics) and where its checkpoint lives:
+model is (dataset, objective, classes, schedule, size, training time, metrics; a distilled model's teacher, method
+and served defaults) and where its checkpoint lives:
 `models/<owner>/<id>/<version>/{config.json, diffusion_pytorch_model.safetensors}`, kept until the model is deleted,
 so a model trained on one worker machine is served by any other. The version is the id of the job that made it.
 
@@ -37,10 +38,10 @@ return 0
 """
 
 
-def schedule_of(objective: str, beta_schedule: str, num_timesteps: int = 300) -> dict[str, Any]:
+def schedule_of(objective: str, beta_schedule: str, num_timesteps: int = 300, flow_steps: int = 50) -> dict[str, Any]:
     """A trained model's noise process as `ModelSpec.schedule` writes it (the denoiser's: for `noise` jobs only)."""
     if objective == "flow":
-        return {"type": "flow", "steps": 50}
+        return {"type": "flow", "steps": flow_steps}
     return {
         "type": "ddpm",
         "num_timesteps": num_timesteps,
@@ -58,7 +59,18 @@ def spec_of(record: dict[str, Any]) -> ModelSpec:
     else:
         capabilities = DIFFUSION if classes else UNCONDITIONAL
         defaults = {"guidance_scale": 5.0, **({"steps": 50} if objective == "flow" else {"stride": 1})}
-    info_keys = ("dataset", "conditioning", "arch", "created_at", "job_id", "training_seconds", "metrics", "size_bytes")
+        defaults = record.get("defaults") or defaults  # a distilled model's: its steps and sampler, guidance baked in
+    info_keys = (
+        "dataset",
+        "conditioning",
+        "arch",
+        "created_at",
+        "job_id",
+        "training_seconds",
+        "metrics",
+        "size_bytes",
+        "distilled_from",
+    )
     return ModelSpec(
         id=record["id"],
         description=record["description"],

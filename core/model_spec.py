@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.samplers import SamplerInfo, default_sampler, table
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -41,10 +43,22 @@ class ModelSpec:
     def is_flow(self) -> bool:
         return bool(self.schedule["type"] == "flow")
 
-    def num_times(self, steps: int | None, stride: int | None) -> int:
-        """How many times a run visits (the clean end included), as `models.processes` counts them."""
+    @property
+    def samplers(self) -> dict[str, SamplerInfo]:
+        """The samplers its loops can run: none for the single-step denoiser."""
+        return {} if self.is_denoiser else table(self.is_flow)
+
+    @property
+    def default_sampler(self) -> str:
+        return str(self.defaults.get("sampler") or default_sampler(self.is_flow))
+
+    def num_times(self, steps: int | None, stride: int | None, sampler: str | None = None) -> int:
+        """How many times a run visits (the clean end included), as `models.processes` and `models.solvers` count
+        them."""
         if self.is_flow:
             return (steps or self.defaults.get("steps", 50)) + 1
+        if sampler not in (None, "ddpm") and steps is not None:
+            return steps + 1
         last = int(self.schedule["num_timesteps"]) - 1
         if steps is not None:
             return min(steps, last + 1) + 1
@@ -64,6 +78,7 @@ class ModelSpec:
             "reason": self.reason,
             "classes": list(self.classes),
             "defaults": self.defaults,
+            "samplers": [{**s.describe(), "default": s.name == self.default_sampler} for s in self.samplers.values()],
             "shipped": self.shipped,
             "objective": self.objective or None,
             "text": self.text,

@@ -109,6 +109,17 @@ class FolderSink:
         if step == total:
             self.bar.write(f"epoch {epoch}: samples drawn ({total} steps)")
 
+    def pairs(self, step: int, total: int) -> None:
+        if step == total:
+            self.bar.write(f"pairs drawn ({total} teacher steps)")
+
+    def load_pairs(self) -> bytes | None:
+        path = self.out / "pairs.pt"
+        return path.read_bytes() if self.resume and path.exists() else None
+
+    def save_pairs(self, data: bytes) -> None:
+        self._write("pairs.pt", data)
+
 
 def run(args: argparse.Namespace) -> int:
     import torch

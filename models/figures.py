@@ -6,8 +6,8 @@ loss curve as PNG bytes (matplotlib's Agg canvas through `Figure`, no pyplot sta
 - `denoised_figure`, `ood_figure`, `pure_noise_figure`, `mean_image`: the single-step denoiser on test images at its
   sigma (figures 5, 6), at other sigmas (figure 7), on pure noise, and the training set's mean image (part 1.2.3),
   which is what a denoiser of pure noise converges to: the L2-best guess of x from input that says nothing about x.
-- `class_samples`, `uncond_samples`: samples of a diffusion or flow model with the project's sampler, plus the
-  frames of a GIF of the process.
+- `class_samples`, `uncond_samples`: samples of a diffusion or flow model with the project's sampler (or the
+  solver given: a distilled student's), plus the frames of a GIF of the process.
 
 Networks (models.unet.Net, in eval mode: an EMA copy is) are called through `unet_predictor`. Noise is drawn on the
 CPU from the generator or seed given, then moved to the network's device; what comes back is on the CPU.
@@ -29,6 +29,7 @@ from models.inference import chunk_size, chunked, for_inference
 from models.predictors import labels, unet_predictor
 from models.processes import NoiseProcess
 from models.sampling import OnStep, Step, generators, sample_loop, start
+from models.solvers import Native, Solver
 from models.unet import Net
 
 SIGMAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)  # the spec's noise levels (figures 3 and 7)
@@ -116,9 +117,12 @@ def _samples(
     seed: int,
     per_row: int,
     on_step: OnStep | None,
+    solver: Solver | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """len(guide.cond) samples from pure noise, sample i seeded seed + i, in [0, 1], and the GIF's frames (grids of
-    the state at the steps `is_frame` picks, per_row samples a row)."""
+    the state at the steps `is_frame` picks, per_row samples a row). `solver` replaces the process's own step over
+    `times` (its own times are the run's)."""
+    solver = solver or Native(process, times)
     n, dev = len(guide.cond), _device(net)
     C, S = net.config["in_channels"], net.config["image_size"]
     gens = generators(seed, n)
@@ -131,9 +135,9 @@ def _samples(
             on_step(step)
 
     with torch.inference_mode():
-        x = start(process, times, 0, gens, torch.empty(n, C, S, S, device=dev))  # (n, C, H, W)
+        x = start(process, solver.times, 0, gens, torch.empty(n, C, S, S, device=dev))  # (n, C, H, W)
         predict = chunked(unet_predictor(for_inference(net, dev)), chunk_size(dev))  # as a worker samples
-        out = sample_loop(process, predict, guide, x, times, gens, on_step=record)
+        out = sample_loop(solver, predict, guide, x, gens, on_step=record)
     return out.float().cpu().clamp(0, 1), frames
 
 
@@ -146,20 +150,27 @@ def class_samples(
     guidance: float = 5.0,
     seed: int = 0,
     on_step: OnStep | None = None,
+    solver: Solver | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """per_class samples of each class with CFG: (classes * per_class, C, H, W) in [0, 1], sample k of class
     k % classes (a grid of `classes` per row has a column per class), and the GIF's frames."""
     cond = torch.arange(classes, device=_device(net)).repeat(per_class)  # (classes * per_class,)
     guide = CFG(cond, labels(None, len(cond), cond.device), guidance)
-    return _samples(net, process, times, guide, seed, classes, on_step)
+    return _samples(net, process, times, guide, seed, classes, on_step, solver)
 
 
 def uncond_samples(
-    net: Net, process: NoiseProcess, times: list[float], n: int = 40, seed: int = 0, on_step: OnStep | None = None
+    net: Net,
+    process: NoiseProcess,
+    times: list[float],
+    n: int = 40,
+    seed: int = 0,
+    on_step: OnStep | None = None,
+    solver: Solver | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """n unconditional samples (n, C, H, W) in [0, 1], and the GIF's frames (UNCOND_PER_ROW a row)."""
     guide = CFG(labels(None, n, _device(net)), None)
-    return _samples(net, process, times, guide, seed, UNCOND_PER_ROW, on_step)
+    return _samples(net, process, times, guide, seed, UNCOND_PER_ROW, on_step, solver)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -61,7 +61,17 @@ class DDPM:
     clip: tuple[float, float] | None = None  # the clean estimate's range in a step; None: unclipped (the spec)
 
     def abar(self, t: float) -> float:
-        return 1.0 if t == CLEAN else float(self.schedule.alphas_cumprod[int(t)])
+        """abar at a timestep; between two (a Karras schedule's times, models/solvers.py) log sigma is
+        interpolated, as diffusers maps sigmas to times."""
+        if t == CLEAN:
+            return 1.0
+        lo, nearest = math.floor(t), round(t)
+        if abs(t - nearest) < 1e-4 or lo + 1 >= self.schedule.num_timesteps:  # a timestep, up to float32 rounding
+            return float(self.schedule.alphas_cumprod[min(nearest, self.schedule.num_timesteps - 1)])
+        a, b = (float(self.schedule.alphas_cumprod[k]) for k in (lo, lo + 1))
+        w = t - lo
+        log_sigma = (1 - w) * 0.5 * math.log((1 - a) / a) + w * 0.5 * math.log((1 - b) / b)
+        return 1 / (1 + math.exp(2 * log_sigma))
 
     def times(self, steps: int | None = None, stride: int | None = None) -> list[float]:
         """All T timesteps, every `stride`-th from the largest multiple below T (990, 960, ... for T = 1000),

@@ -5,7 +5,6 @@ Images are (B, C, H, W) in the model's value range. Randomness comes from one ge
 never depends on its batch-mates: the same seed gives the same pixels in any batch.
 """
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -15,6 +14,7 @@ import torch
 from models.forward import randn_like_per_sample
 from models.guidance import Guide, Predict
 from models.processes import NoiseProcess
+from models.solvers import Solver
 
 Constrain = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -37,26 +37,29 @@ def generators(seed: int, n: int, offset: int = 0) -> list[torch.Generator]:
 
 
 def sample_loop(
-    process: NoiseProcess,
+    solver: Solver,
     predict: Predict,
     guide: Guide,
     x: torch.Tensor,
-    times: list[float],
     gens: list[torch.Generator],
     constrain: Constrain | None = None,
     on_step: OnStep | None = None,
+    begin: int = 0,
 ) -> torch.Tensor:
-    """Runs `x` (at times[0]) through times[1:]; returns the state at the last time."""
-    pairs = list(itertools.pairwise(times))
-    for i, (t, t_next) in enumerate(pairs):
+    """Runs `x` (at solver.times[begin]) through the solver's later times; returns the state at the last."""
+    process, times = solver.process, solver.times
+
+    def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
         t_model = torch.full((x.shape[0],), process.model_time(t), device=x.device)  # (B,)
-        est = guide(predict, x, t_model)  # one batched forward pass, all branches
-        noise = randn_like_per_sample(x, gens) if process.is_stochastic(t_next) else None
-        x_prev, x = x, process.step(x, est, t, t_next, noise)
+        return guide(predict, x, t_model)  # one batched forward pass, all branches
+
+    total = len(times) - 1 - begin
+    for i in range(begin, len(times) - 1):
+        x_prev, (x, est) = x, solver.step(denoise, x, i, gens)
         if constrain is not None:
-            x = constrain(x, t_next)
+            x = constrain(x, times[i + 1])
         if on_step is not None:
-            on_step(Step(i + 1, len(pairs), t, x, partial(process.preview, x_prev, est, t)))
+            on_step(Step(i - begin + 1, total, times[i], x, partial(process.preview, x_prev, est, times[i])))
     return x
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ SCHEDULES: tuple[BetaScheduleName, ...] = ("linear", "cosine")
 Loss = Literal["l2", "l1"]
 LOSS_NAMES: tuple[Loss, ...] = ("l2", "l1")
 LossWeight = Literal["uniform", "v", "min-snr"]
+Distill = Literal["", "reflow", "progressive"]
+DISTILLS: tuple[Distill, ...] = ("", "reflow", "progressive")
 LOSS_WEIGHTS: tuple[LossWeight, ...] = ("uniform", "v", "min-snr")
 DEFAULT_LR: dict[Objective, float] = {"denoiser": 1e-4, "ddpm": 1e-3, "flow": 1e-2}  # the specs' Adam rates
 INIT, NOISE, SHUFFLE = 0, 1, 2  # generator streams derived from one seed
@@ -56,6 +58,10 @@ class TrainConfig:
     schedule: BetaScheduleName = "linear"  # ddpm: the beta schedule ("cosine": Improved DDPM's, ignores the beta range)
     loss: Loss = "l2"  # the distance between prediction and target: "l2" (mean squared error, the specs) or "l1"
     loss_weight: LossWeight = "uniform"  # ddpm: each timestep's weight in the loss (models/schedules.eps_loss_weights)
+    distill: Distill = ""  # models/distill.py: "reflow" (flow on the teacher's pairs) or "progressive" (ddpm); "": none
+    distill_steps: int = 0  # the student's steps (progressive: at the end of the last round)
+    teacher_steps: int = 0  # the teacher's steps (progressive: the first's, distill_steps times a power of two)
+    guidance_scale: float = 1.0  # the (first) teacher's CFG on class rows, baked into the student
 
     def __post_init__(self) -> None:
         choices = {
@@ -64,6 +70,7 @@ class TrainConfig:
             "schedule": SCHEDULES,
             "loss": LOSS_NAMES,
             "loss_weight": LOSS_WEIGHTS,
+            "distill": DISTILLS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -92,6 +99,7 @@ class TrainState(TypedDict):
     step_losses: list[float]  # loss of every step done
     epoch_seconds: list[float]  # wall time of each epoch done
     config: dict[str, Any]  # the TrainConfig, as a dict
+    teacher: NotRequired[dict[str, Tensor] | None]  # progressive: this round's teacher, None for the first (given)
 
 
 def native_bf16(device: torch.device) -> bool:

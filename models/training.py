@@ -6,6 +6,11 @@
 - `flow`: t ~ U[0, 1], x0 ~ N(0, I), x1 the data, x_t = (1 - t) x0 + t x1, L2 between u_theta(x_t, t, c) and
   x1 - x0 (algorithms B.1 and B.3 of the flow matching spec).
 
+Distillation (models/distill.py) runs in the same loop: "reflow" is the flow loss on fixed pairs, each image with
+the noise it was made from (`pair_noise`; a label of -1 is a pair the teacher made unguided, so its class is
+dropped); "progressive" is the noise loss toward the targets of `teacher`'s two DDIM steps, in rounds of
+`epochs / rounds` epochs, each round's teacher the previous round's EMA.
+
 Two networks behind one call, `model(x, t, c, c_mask)` (models/unet.py): the spec's `CS180UNet` (arch "cs180", the
 default) and diffusers' `UNet2DModel` with attention (arch "unet2d", for RGB image folders as seed 004 trained); DDPM
 may use the cosine schedule and weigh its timesteps (`loss_weight`, models/schedules.eps_loss_weights), and any
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.datasets import ImageDataset
+from models.distill import EpsModel, Round, rounds
 from models.forward import ddpm_forward, sigma_forward
 from models.schedules import eps_loss_weights, make_schedule
 from models.train_config import NOISE, SHUFFLE, Loss, TrainConfig, TrainState, derived_seed
@@ -103,22 +109,31 @@ def _objective_loss(
     weights: Tensor | None,
     gen: torch.Generator,
     conditioned: bool,
+    z: Tensor | None = None,
+    progressive: Round | None = None,
 ) -> Tensor:
-    """One batch's loss. x (B, C, H, W) in [0, 1]; y (B,) labels or None; `model` the network's forward (compiled or
-    not), class-conditioned or not; `weights` (T,) the DDPM loss's per-timestep weights, None for uniform. Draws on
-    the CPU from `gen`."""
+    """One batch's loss. x (B, C, H, W) in [0, 1]; y (B,) labels (-1: none) or None; `model` the network's forward
+    (compiled or not), class-conditioned or not; `weights` (T,) the DDPM loss's per-timestep weights, None for
+    uniform; z (B, C, H, W) reflow's noise of each pair; `progressive` the round a progressive distillation is in.
+    Draws on the CPU from `gen`."""
     B, dev = x.shape[0], x.device
-    noise = torch.randn(x.shape, generator=gen).to(dev, x.dtype)  # (B, C, H, W)
+    noise = z if z is not None else torch.randn(x.shape, generator=gen).to(dev, x.dtype)  # (B, C, H, W)
     if config.channels_last:
         noise = noise.contiguous(memory_format=torch.channels_last)
     c = c_mask = weight = None
     if conditioned:
         if y is None:
             raise ValueError("a class-conditioned model needs labels")
-        c = y
-        c_mask = (torch.rand(B, generator=gen) >= config.p_uncond).to(dev, x.dtype)  # (B,) 0 = dropped
+        c = y.clamp(min=0)
+        kept = (torch.rand(B, generator=gen) >= config.p_uncond).to(dev) & (y >= 0)  # (B,)
+        c_mask = kept.to(x.dtype)  # (B,) 0 = dropped
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
-        if config.objective == "denoiser":
+        if progressive is not None:
+            assert abar is not None
+            i = torch.randint(0, progressive.steps, (B,), generator=gen).to(dev)  # (B,) a step of the student's grid
+            x_t, t, target, weight = progressive.batch(x, noise, i, c, c_mask, abar)
+            pred = model(x_t, t.to(x.dtype) / config.num_timesteps, c, c_mask)
+        elif config.objective == "denoiser":
             z = sigma_forward(x, torch.tensor(config.sigma), noise)  # (B.2) z = x + sigma eps
             pred, target = model(z, c=c, c_mask=c_mask), x
         elif config.objective == "ddpm":
@@ -160,10 +175,16 @@ def train(
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     state: TrainState | None = None,
+    pair_noise: Tensor | None = None,  # reflow: (N, C, H, W) the noise each image was made from
+    teacher: EpsModel | None = None,  # progressive: the first round's teacher
 ) -> TrainResult:
     """Train `model` in place (on its device) for config.epochs epochs, or what is left of them after `state`."""
     _check_inputs(model, images, labels, config)
-    loop = _Loop(model, images, labels, config)
+    if (config.distill == "reflow") != (pair_noise is not None) or (config.distill == "progressive") != (
+        teacher is not None
+    ):
+        raise ValueError(f"distill {config.distill!r} takes pair_noise (reflow) or a teacher (progressive)")
+    loop = _Loop(model, images, labels, config, pair_noise, teacher)
     if state is not None:
         loop.resume(state)
     for epoch in range(loop.start, config.epochs):
@@ -178,15 +199,28 @@ class _Loop:
     """One call of `train`: the data on the model's device, the optimizer with its learning-rate schedule, the EMA,
     the NOISE stream, and the result so far."""
 
-    def __init__(self, model: Net, images: Tensor, labels: Tensor | None, config: TrainConfig) -> None:
+    def __init__(
+        self,
+        model: Net,
+        images: Tensor,
+        labels: Tensor | None,
+        config: TrainConfig,
+        pair_noise: Tensor | None = None,
+        teacher: EpsModel | None = None,
+    ) -> None:
         dev = next(model.parameters()).device
         self.model, self.config = model, config
+        self.pair_noise = pair_noise.to(dev) if pair_noise is not None else None
+        self.first_teacher = teacher  # progressive: the first round's teacher
+        self.teacher_net: Net | None = None  # a later round's: the EMA at the end of the round before
+        self.round: Round | None = None
         self.fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         set_memory_format(model, self.fmt)
         self.images = images.to(dev)
         self.labels = labels.to(dev, torch.long) if labels is not None else None
         schedule = make_schedule(config.schedule, config.num_timesteps, config.beta_start, config.beta_end)
         self.abar = schedule.alphas_cumprod.to(dev)
+        self.betas = schedule.betas
         uniform = config.loss_weight == "uniform"
         self.weights = None if uniform else eps_loss_weights(config.loss_weight, self.abar).to(dev)
         self.gen = torch.Generator().manual_seed(derived_seed(config.seed, NOISE))
@@ -209,6 +243,10 @@ class _Loop:
         self.gen.set_state(state["noise_rng"])
         self.start, self.step = state["epoch"], state["step"]
         self.ema.updates = self.step
+        teacher = state.get("teacher")
+        if teacher is not None:
+            self.teacher_net = copy.deepcopy(self.ema.model)
+            self.teacher_net.load_state_dict(teacher)
         self.result.epoch_losses = list(state["epoch_losses"])
         self.result.step_losses = list(state["step_losses"])
         self.result.epoch_seconds = list(state["epoch_seconds"])
@@ -216,6 +254,8 @@ class _Loop:
     def run_epoch(self, epoch: int, on_batch: OnBatch | None) -> None:
         """One pass over the images in the epoch's shuffled order, then the learning rate's decay."""
         began = time.perf_counter()
+        if self.config.distill == "progressive":
+            self.enter_round(epoch)
         self.model.train()
         N, B = self.images.shape[0], self.config.batch_size
         shuffle = torch.Generator().manual_seed(derived_seed(self.config.seed, SHUFFLE, epoch))
@@ -225,7 +265,8 @@ class _Loop:
             idx = order[i * B : (i + 1) * B]  # (B,)
             x = self.images[idx].contiguous(memory_format=self.fmt)  # (B, C, H, W)
             y = self.labels[idx] if self.labels is not None else None
-            value = self.batch(x, y, epoch, i)
+            z = self.pair_noise[idx].contiguous(memory_format=self.fmt) if self.pair_noise is not None else None
+            value = self.batch(x, y, epoch, i, z)
             total += value
             if on_batch is not None:
                 on_batch(epoch, i, self.steps_per_epoch, value)
@@ -233,9 +274,26 @@ class _Loop:
         self.result.epoch_losses.append(total / self.steps_per_epoch)
         self.result.epoch_seconds.append(time.perf_counter() - began)
 
-    def batch(self, x: Tensor, y: Tensor | None, epoch: int, i: int) -> float:
+    def enter_round(self, epoch: int) -> None:
+        """Progressive: the round of `epoch`. Its first epoch makes the last round's EMA the teacher (Salimans & Ho
+        2022, algorithm 2: the student of one round teaches the next), at half the steps."""
+        c = self.config
+        k = rounds(c.teacher_steps, c.distill_steps)
+        per_round = c.epochs // k
+        r = min(epoch // per_round, k - 1)
+        if epoch == r * per_round and r > 0:
+            self.teacher_net = copy.deepcopy(self.ema.model).eval().requires_grad_(False)
+        steps = c.teacher_steps // 2 ** (r + 1)
+        if self.round is None or self.round.steps != steps:
+            teacher = self.teacher_net if r > 0 else self.first_teacher
+            assert teacher is not None, "a later round's teacher is in the state"
+            self.round = Round.of(teacher, self.betas, steps, c.guidance_scale if r == 0 else 1.0)
+
+    def batch(self, x: Tensor, y: Tensor | None, epoch: int, i: int, z: Tensor | None = None) -> float:
         """One optimizer step on batch `i` of `epoch`; its loss. Raises TrainingDiverged before touching weights."""
-        loss = _objective_loss(self.forward, x, y, self.config, self.abar, self.weights, self.gen, self.conditioned)
+        loss = _objective_loss(
+            self.forward, x, y, self.config, self.abar, self.weights, self.gen, self.conditioned, z, self.round
+        )
         value = float(loss.item())
         self.check_diverged(value, epoch, i)
         self.optimizer.zero_grad(set_to_none=True)
@@ -274,4 +332,5 @@ class _Loop:
             step_losses=list(self.result.step_losses),
             epoch_seconds=list(self.result.epoch_seconds),
             config=asdict(self.config),
+            teacher=_snapshot(self.teacher_net.state_dict()) if self.teacher_net is not None else None,
         )

@@ -1,6 +1,7 @@
 """Train the three shipped MNIST models (CS180 part B) with the project's training loop, on the CPU.
 
     .venv/bin/python scripts/train_shipped.py mnist-flow|mnist-ddpm|mnist-denoiser [--epochs N] [--hidden D] [--out DIR]
+    .venv/bin/python scripts/train_shipped.py mnist-flow-2step [--pairs N] [--teacher-steps S] [--epochs N] [--lr R]
 
 Trains on 4,500 digits of mnist-5k, 450 of each class (the last 50 of each class are the quality benchmark's
 held-out set) and saves the
@@ -8,6 +9,11 @@ EMA weights with `save_pretrained` into models/checkpoints/<name>/ (config.json 
 the command line, every hyperparameter, the loss of each epoch and step, seconds per epoch, versions, date and the
 number of parameters. A resumable state is written to var/train/<name>/state.pt after every epoch (with --out, to
 a folder named after that path, so trainings side by side keep theirs apart); `--resume` goes on from it.
+
+mnist-flow-2step is distilled, not trained on digits: reflow (models/distill.py) from the shipped mnist-flow, the
+student starting from its weights, on --pairs pairs of noise and the teacher's Euler solution at --teacher-steps
+with CFG 5 (a tenth of them unguided), the same loop a `train` job with `distill` runs. The pairs are kept in
+var/train/<name>/pairs.pt, so a resumed run does not draw them again.
 
 OMP_WAIT_POLICY=PASSIVE (set before torch loads, unless already set): on a machine whose cores are shared, OpenMP
 threads that spin while they wait for a busy core make a step 1.5x slower; idle, it costs nothing.
@@ -27,15 +33,19 @@ import time
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import torch
 from tqdm import tqdm
 
 from models.datasets import held_out_split, mnist_5k
+from models.distill import pair_labels, pair_noise, reflow_pairs
+from models.inference import CPU_CHUNK, chunked, for_inference
+from models.predictors import unet_predictor
 from models.train_config import LOSS_WEIGHTS, TrainConfig, TrainState, build_model
-from models.training import train
-from models.unet import set_memory_format
+from models.training import TrainResult, train
+from models.unet import load_network, set_memory_format
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT_PER_CLASS = 50  # the last 50 digits of each class are held out (bench/classifier.py); 4,500 train
@@ -55,7 +65,22 @@ PRESETS: dict[str, TrainConfig] = {
     "mnist-denoiser": TrainConfig(
         objective="denoiser", epochs=5, batch_size=256, hidden=32, num_classes=0, lr=1e-4, channels_last=True
     ),
+    # Reflow from mnist-flow (its network, D = 32): fine-tuned from the teacher's weights at a tenth of its rate.
+    # p_uncond 0: the unguided pairs carry label -1 and are the only ones trained without a class.
+    "mnist-flow-2step": TrainConfig(
+        objective="flow",
+        epochs=40,
+        batch_size=128,
+        hidden=32,
+        num_classes=10,
+        p_uncond=0.0,
+        lr=1e-3,
+        channels_last=True,
+        distill="reflow",
+    ),
 }
+DISTILLED = {"mnist-flow-2step": {"teacher": "mnist-flow", "steps": 2}}  # the distilled presets: teacher, steps
+PAIRS, TEACHER_STEPS, TEACHER_GUIDANCE, PAIRS_UNCOND = 3000, 50, 5.0, 0.1  # reflow's defaults here
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, help="default: models/checkpoints/NAME")
     p.add_argument("--resume", action="store_true", help="go on from var/train/NAME/state.pt (per --out)")
+    p.add_argument("--pairs", type=int, default=PAIRS, help="distilled: reflow's pairs")
+    p.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS, help="distilled: the teacher's Euler steps")
+    p.add_argument("--guidance", type=float, default=TEACHER_GUIDANCE, help="distilled: the teacher's CFG scale")
     return p.parse_args(argv)
 
 
@@ -104,12 +132,30 @@ def main(argv: list[str] | None = None) -> None:
     state_path = ROOT / "var" / "train" / run_name / "state.pt"
     state_path.parent.mkdir(parents=True, exist_ok=True)
 
-    data = mnist_5k()
-    train_idx, held_idx = held_out_split(data.labels, HELD_OUT_PER_CLASS)
-    images = torch.from_numpy(data.images[train_idx]).float().div(255).unsqueeze(1)  # (4500, 1, 28, 28) in [0, 1]
-    labels = torch.from_numpy(data.labels[train_idx]).long()  # (4500,)
-    train_size = len(train_idx)
-    model = build_model(config)
+    pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    if args.name in DISTILLED:
+        images, labels, _ = pairs = reflow_data(args, state_path.with_name("pairs.pt"))
+        dataset: dict[str, Any] = {
+            "teacher": DISTILLED[args.name]["teacher"],
+            "pairs": len(images),
+            "teacher_steps": args.teacher_steps,
+            "guidance_scale": args.guidance,
+            "unguided_pairs": int((labels < 0).sum()),
+        }
+        model = build_model(config)
+        model.load_state_dict(load_network(ROOT / "models" / "checkpoints" / dataset["teacher"]).state_dict())
+    else:
+        data = mnist_5k()
+        train_idx, held_idx = held_out_split(data.labels, HELD_OUT_PER_CLASS)
+        images = torch.from_numpy(data.images[train_idx]).float().div(255).unsqueeze(1)  # (4500, 1, 28, 28) in [0, 1]
+        labels = torch.from_numpy(data.labels[train_idx]).long()  # (4500,)
+        dataset = {
+            "name": "mnist-5k",
+            "train": f"{len(train_idx)} digits: all but the last {HELD_OUT_PER_CLASS} of each class",
+            "held_out": f"{len(held_idx)} digits: the last {HELD_OUT_PER_CLASS} of each class",
+        }
+        model = build_model(config)
+    train_size = len(images)
     state: TrainState | None = None
     if args.resume and state_path.exists():
         state = torch.load(state_path, weights_only=True)
@@ -134,20 +180,49 @@ def main(argv: list[str] | None = None) -> None:
         tmp.replace(state_path)  # atomic: a kill never leaves half a state
         bar.write(f"epoch {epoch + 1}: loss {st['epoch_losses'][-1]:.5f}, {st['epoch_seconds'][-1]:.1f} s")
 
-    result = train(model, images, labels, config, on_batch=on_batch, on_epoch=on_epoch, state=state)
+    result = train(
+        model, images, labels, config, on_batch, on_epoch, state, pair_noise=pairs[2] if pairs is not None else None
+    )
     bar.close()
+    write_checkpoint(args, config, out, result, dataset)
 
+
+def reflow_data(args: argparse.Namespace, path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x1, labels, z) of reflow's pairs: read from `path` when a run with the same settings drew them, else drawn
+    from the teacher (about 2 ms a pair and step with CFG on two cores) and kept there."""
+    key = [DISTILLED[args.name]["teacher"], args.pairs, args.teacher_steps, args.guidance, args.seed or 0]
+    z = pair_noise(args.pairs, (1, 28, 28), args.seed or 0)
+    labels = pair_labels(args.pairs, 10, PAIRS_UNCOND)
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved["key"] == key:
+            return saved["images"].float(), labels, z
+    teacher = load_network(ROOT / "models" / "checkpoints" / str(key[0]))
+    predict = chunked(unet_predictor(for_inference(teacher, torch.device("cpu"))), CPU_CHUNK)
+    bar = tqdm(unit="step", desc="pairs", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    made = reflow_pairs(predict, z, labels, args.teacher_steps, args.guidance, 250, progress)
+    bar.close()
+    torch.save({"key": key, "images": made.images}, path)
+    return made.images, labels, z
+
+
+def write_checkpoint(
+    args: argparse.Namespace, config: TrainConfig, out: Path, result: TrainResult, dataset: dict[str, Any]
+) -> None:
+    """The EMA weights with save_pretrained, and training.json beside them."""
     ema = result.ema
     set_memory_format(ema, torch.contiguous_format)  # safetensors wants contiguous tensors
     ema.save_pretrained(out)
     record = {
         "model": args.name,
         "command": shlex.join(sys.orig_argv),
-        "dataset": {
-            "name": "mnist-5k",
-            "train": f"{train_size} digits: all but the last {HELD_OUT_PER_CLASS} of each class",
-            "held_out": f"{len(held_idx)} digits: the last {HELD_OUT_PER_CLASS} of each class",
-        },
+        "dataset" if args.name not in DISTILLED else "distilled_from": dataset,
         "value_range": [0.0, 1.0],
         "model_time": model_time_note(config),
         "weights": f"EMA (decay {config.ema_decay})",

@@ -6,6 +6,7 @@ A request that passes never reaches a worker only to fail on its input.
 
 import base64
 import binascii
+from typing import cast
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -18,10 +19,11 @@ from core.errors import Forbidden, InvalidRequest
 from core.images import ImageLimits, probe_image, verify_pixels
 from core.job_state import artifact_key, status_and_error
 from core.kinds import kind_of
-from core.kinds.base import Conditioned, Door, Guidance, JobBase, Stepping, Upsampled
+from core.kinds.base import Conditioned, Door, Guidance, JobBase, Solving, Stepping, Upsampled
 from core.model_registry import ModelRegistry
 from core.model_spec import ModelSpec
 from core.model_status import as_loaded
+from core.samplers import Sampler
 from core.schemas.images import ImageInput
 from core.settings import Settings
 from service.auth import ANONYMOUS, key_hash
@@ -79,8 +81,49 @@ def fill_defaults(spec: ModelSpec, req: JobBase) -> None:
     """The model's defaults, written into the request so that `params` shows what runs."""
     if isinstance(req, Guidance) and req.guidance_scale is None:
         req.guidance_scale = spec.defaults.get("guidance_scale")
+    if isinstance(req, Solving) and spec.samplers and req.sampler is None and req.runs_solver:
+        req.sampler = cast(Sampler, spec.default_sampler)
+        req.spacing = req.spacing or spec.defaults.get("spacing")
     if isinstance(req, Stepping) and req.steps is None and req.stride is None:
-        req.steps, req.stride = spec.defaults.get("steps"), spec.defaults.get("stride")
+        if req.sampler in (None, spec.default_sampler):
+            req.steps, req.stride = spec.defaults.get("steps"), spec.defaults.get("stride")
+        elif req.sampler in spec.samplers:
+            req.steps = spec.samplers[req.sampler].default_steps
+
+
+def check_solver(spec: ModelSpec, req: JobBase) -> None:
+    """The sampler exists for the model's family and takes what the request gives it (docs/api.md, "Samplers")."""
+    if not isinstance(req, Solving):
+        return
+    given = [name for name in ("sampler", "eta", "spacing") if getattr(req, name) is not None]
+    if given and not req.runs_solver:
+        raise InvalidRequest.field([given[0]], "only iterative denoising runs a sampler")
+    if given and not spec.samplers:
+        raise InvalidRequest.field([given[0]], f"{spec.id} denoises in one call: it runs no sampler")
+    if req.sampler is None:
+        return
+    if req.sampler not in spec.samplers:
+        family = "flow-matching" if spec.is_flow else "noise-prediction"
+        raise InvalidRequest.field(
+            ["sampler"], f"{spec.id} is a {family} model; its samplers are {', '.join(spec.samplers)}"
+        )
+    info = spec.samplers[req.sampler]
+    if req.eta is not None and not info.eta:
+        raise InvalidRequest.field(["eta"], f"{req.sampler} takes no eta; only ddim does")
+    if req.spacing is not None and not info.spacing:
+        raise InvalidRequest.field(["spacing"], f"{req.sampler} takes no spacing (its times are its own)")
+    steps, stride = getattr(req, "steps", None), getattr(req, "stride", None)
+    if stride is not None and not info.stride:
+        raise InvalidRequest.field(["stride"], f"{req.sampler} takes `steps`; only ddpm steps by stride")
+    if stride is not None and req.spacing is not None:
+        raise InvalidRequest.field(["spacing"], "spacing picks `steps` timesteps; give `steps`, not `stride`")
+    if steps is not None and steps < info.min_steps:
+        raise InvalidRequest.field(
+            ["steps"], f"{req.sampler} needs at least {info.min_steps} steps (a second-order step needs two times)"
+        )
+    limit = None if spec.is_flow else int(spec.schedule["num_timesteps"])
+    if steps is not None and limit is not None and steps > limit and req.sampler != "ddpm":
+        raise InvalidRequest.field(["steps"], f"must be at most {limit}, the length of {spec.id}'s schedule")
 
 
 Prompts = list[tuple[list[str | int], str]]  # (where in the request, the prompt)
@@ -168,6 +211,7 @@ def admit(conn: redis.Redis, models: dict[str, ModelSpec], owner: str, req: JobB
     fill_defaults(spec, req)
     check_classes(spec, req)
     check_stride(spec, req)
+    check_solver(spec, req)
     for name, image in req.image_inputs().items():
         check_image(conn, owner, image, [name], settings.image_limits)
     if kind.check is not None:  # after the image inputs: a kind's rule may read them (inpaint's mask size)

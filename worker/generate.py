@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from core.kinds.anagram import AnagramJob
-from core.kinds.base import Admitted, Conditioned, Guidance
+from core.kinds.base import Admitted, Conditioned, Guidance, Stepping
 from core.kinds.denoise import DenoiseJob
 from core.kinds.hybrid import HybridJob
 from core.kinds.img2img import Img2ImgJob
@@ -23,6 +23,7 @@ from models.guidance import CFG, Anagram, Guide, Hybrid, Interval, Rule
 from models.imageio import encode_gif
 from models.processes import NoiseProcess
 from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
+from models.solvers import Solver, make_solver
 from models.views import VIEWS
 from worker.hook import ProgressHook
 from worker.job_context import JobContext
@@ -99,6 +100,11 @@ def reporter(
     return on_step
 
 
+def solver_for(model: Servable, req: Stepping) -> Solver:
+    """A new solver for one run of the job's loop (a multistep solver remembers its run's steps)."""
+    return make_solver(model.process, req.sampler, req.steps, req.stride, req.eta, req.spacing)
+
+
 def shape(ctx: JobContext, n: int) -> torch.Tensor:
     spec = ctx.model.spec
     return torch.empty(n, spec.channels, spec.image_size, spec.image_size, device=ctx.model.device)
@@ -107,8 +113,7 @@ def shape(ctx: JobContext, n: int) -> torch.Tensor:
 def generate(
     parts: Sequence[Part],
     guide: Guide,
-    steps: int | None,
-    stride: int | None,
+    stepping: Stepping,
     progress: ProgressHook | None = None,
     stage: str = "sampling",
     constrain: Inpaint | None = None,
@@ -117,11 +122,11 @@ def generate(
     unless its job was canceled; returns each part's images in [0, 1]. `progress`: the first part's job's hook."""
     ctx = parts[0].ctx
     model = ctx.model
-    times = model.process.times(steps, stride)
+    solver = solver_for(model, stepping)
     gens = [g for part in parts for g in generators(part.seed, part.n)]
-    x = start(model.process, times, 0, gens, shape(ctx, len(gens)))
+    x = start(model.process, solver.times, 0, gens, shape(ctx, len(gens)))
     on_step = reporter(progress or ctx.hook, stage, parts=parts)
-    out = sample_loop(model.process, model.predict, guide, x, times, gens, constrain, on_step)
+    out = sample_loop(solver, model.predict, guide, x, gens, constrain, on_step)
     images = ctx.to_unit(out).clamp(0, 1).split([part.n for part in parts])
     for part, own in zip(parts, images, strict=True):
         if part.ctx.hook.stopped:
@@ -139,7 +144,7 @@ def run_samples(
     parts = [Part(ctx, admitted.req.n, admitted.seed, [] if admitted.req.frames else None) for admitted, ctx in jobs]
     first, ctx = jobs[0][0].req, jobs[0][1]
     guide = cfg_over(ctx.model, [(admitted.req, admitted.req.n) for admitted, _ in jobs])
-    generate(parts, guide, first.steps, first.stride, progress)
+    generate(parts, guide, first, progress)
     batch = {"batch": {"jobs": len(jobs), "images": sum(p.n for p in parts)}} if len(jobs) > 1 else {}
     return [{"seeds": [p.seed + i for i in range(p.n)], **p.ctx.notes, **batch} for p in parts]
 
@@ -153,7 +158,7 @@ def run_img2img(admitted: Admitted[Img2ImgJob], ctx: JobContext) -> dict[str, An
     req, seed = admitted.req, admitted.seed
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
-    times = model.process.times(req.steps, req.stride)
+    times = solver_for(model, req).times
     guide = cfg_for(ctx, req, 1)
     total = sum(len(times) - 1 - i for i in req.starts)
     done, outputs = 0, []
@@ -161,13 +166,13 @@ def run_img2img(admitted: Admitted[Img2ImgJob], ctx: JobContext) -> dict[str, An
         gens = generators(seed, 1, offset=k)
         x = start(model.process, times, i_start, gens, x0, image=x0)
         out = sample_loop(
-            model.process,
+            solver_for(model, req),
             model.predict,
             guide,
             x,
-            times[i_start:],
             gens,
             on_step=reporter(ctx.hook, "sampling", done, total, to_unit=ctx.to_unit),
+            begin=i_start,
         )
         done += len(times) - 1 - i_start
         outputs.append(ctx.to_unit(out).clamp(0, 1))
@@ -183,18 +188,19 @@ def run_iterative(admitted: Admitted[DenoiseJob], ctx: JobContext) -> dict[str, 
     req, seed = admitted.req, admitted.seed
     model = ctx.model
     x0 = ctx.image(req.image, native=True)
-    times = model.process.times(req.steps, req.stride)
+    solver = solver_for(model, req)
+    times = solver.times
     i_start = req.i_start if req.i_start is not None else 10
     gens = generators(seed, 1)
     noisy = start(model.process, times, i_start, gens, x0, image=x0)
     out = sample_loop(
-        model.process,
+        solver,
         model.predict,
         CFG(model.condition(req.prompt, None, 1), None),  # conditioned, unguided, as the course's 1.4
         noisy,
-        times[i_start:],
         gens,
         on_step=reporter(ctx.hook, "denoising", to_unit=ctx.to_unit),
+        begin=i_start,
     )
     save_denoised(ctx, noisy, out)
     return {"seed": seed, "i_start": i_start, "t_start": times[i_start], **ctx.notes}
@@ -211,7 +217,7 @@ def run_inpaint(admitted: Admitted[InpaintJob], ctx: JobContext) -> dict[str, An
         ctx.model.process, original, mask.expand(req.n, -1, -1, -1), generators(seed, req.n, offset=INPAINT_STREAM)
     )
     guide = cfg_for(ctx, req, req.n)
-    generate([Part(ctx, req.n, seed)], guide, req.steps, req.stride, stage="inpainting", constrain=constrain)
+    generate([Part(ctx, req.n, seed)], guide, req, stage="inpainting", constrain=constrain)
     return {"seeds": [seed + i for i in range(req.n)], "masked_fraction": round(float(mask.mean()), 4), **ctx.notes}
 
 
@@ -222,7 +228,7 @@ def run_anagram(admitted: Admitted[AnagramJob], ctx: JobContext) -> dict[str, An
     view = VIEWS[req.view]
     uncond = model.condition(None, None, req.n)
     guide = guided(req, Anagram(upright, viewed, uncond, view, scale_of(req)), model.process)
-    (images,) = generate([Part(ctx, req.n, seed)], guide, req.steps, req.stride)
+    (images,) = generate([Part(ctx, req.n, seed)], guide, req)
     for i, image in enumerate(images):
         ctx.outputs.save_png(f"view_{i}.png", view.view(image))  # the second reading, as the eye sees it turned
     return {"seeds": [seed + i for i in range(req.n)], "view": req.view}
@@ -234,5 +240,5 @@ def run_hybrid(admitted: Admitted[HybridJob], ctx: JobContext) -> dict[str, Any]
     low, high = (model.condition(p, None, req.n) for p in req.prompts)
     uncond = model.condition(None, None, req.n)
     guide = guided(req, Hybrid(low, high, uncond, req.kernel_size, req.sigma, scale_of(req)), model.process)
-    generate([Part(ctx, req.n, seed)], guide, req.steps, req.stride)
+    generate([Part(ctx, req.n, seed)], guide, req)
     return {"seeds": [seed + i for i in range(req.n)]}

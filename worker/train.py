@@ -2,7 +2,9 @@
 progress and cancel go through the step hook, and whose model is registered the moment the job succeeds.
 
 The resumable state after each epoch is a blob of the store (`train/<job id>/state.pt`, written in one MULTI/EXEC),
-so a retried job (its worker was killed) goes on after the last saved epoch, on this worker or any other. The job
+so a retried job (its worker was killed) goes on after the last saved epoch, on this worker or any other; a reflow
+distillation's pairs are another (`train/<job id>/pairs.pt`), so a retry does not draw them again. A distillation's
+teacher is read from its checkpoint (shipped, or the owner's copied from the store) at each attempt. The job
 ends without a model when it is canceled (it keeps the last epoch's checkpoint and artifacts), when its loss
 diverges, or when its dataset cannot be used; its name is then free again.
 """
@@ -22,10 +24,12 @@ from core.settings import Settings
 from core.store import ArtifactStore
 from models.datasets import DatasetError
 from models.training import TrainingDiverged
+from models.unet import load_network
 from worker.errors import InputError, JobCanceled
 from worker.hook import StepHook
+from worker.model_cache import get_cache
 from worker.outputs import Outputs
-from worker.trainer import Trained, TrainingProgress, load_data, run_training
+from worker.trainer import Teacher, TrainData, Trained, TrainingProgress, load_data, reflow_data, run_training
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,17 @@ class JobSink:
     def sampling(self, epoch: int, step: int, total: int) -> None:
         self.hook("sampling", step, total, epoch=epoch, epochs=self.job_epochs, epochs_done=self.epochs_done)
 
+    def pairs(self, step: int, total: int) -> None:
+        self.hook("pairs", step, total, epochs=self.job_epochs, epochs_done=0)
+
+    def load_pairs(self) -> bytes | None:
+        blob = self.store.get(keys.train_pairs(self.job.id))
+        return blob.data if blob is not None else None
+
+    def save_pairs(self, data: bytes) -> None:
+        self.hook.keep_alive()
+        self.store.put(keys.train_pairs(self.job.id), data, "application/octet-stream", self.ttl_s)
+
     def finished(self, summary: dict[str, Any]) -> None:
         """The last progress of a run that succeeded: every step and epoch done (the figures came after the last
         step, so the last write was theirs)."""
@@ -86,7 +101,47 @@ class JobSink:
         )
 
 
-def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dict[str, Any]:
+def load_teacher(req: TrainJob, owner: str, job: RQJob, store: ArtifactStore) -> Teacher | None:
+    """A distillation's teacher as admission found it (a shipped model or the owner's); None for other jobs."""
+    if req.distill is None:
+        return None
+    name = req.distill.teacher
+    cache = get_cache()
+    spec = cache.specs.get(name) or ModelRegistry(job.connection).spec(owner, name)
+    if spec is None:
+        raise InputError(f"the teacher {name!r} no longer exists (it was deleted)")
+    folder = spec.checkpoint if spec.checkpoint is not None else cache.fetch(spec, store)
+    return Teacher(name, load_network(folder), spec.schedule, spec.classes, learned_from(spec.info))
+
+
+def learned_from(info: dict[str, Any]) -> str | None:
+    """The dataset a model learned from: a trained model's record names it, a shipped one's training.json."""
+    trained, shipped = info.get("dataset"), info.get("training", {}).get("dataset")
+    if isinstance(trained, str):
+        return trained
+    return str(shipped["name"]) if isinstance(shipped, dict) and "name" in shipped else None
+
+
+def distilled(req: TrainJob, teacher: Teacher) -> dict[str, Any]:
+    """A distilled model's record fields: its teacher, its served defaults (steps and sampler; guidance baked in)."""
+    d = req.distill
+    assert d is not None
+    sampler = {"sampler": "euler"} if d.method == "reflow" else {"sampler": "ddim", "spacing": "trailing"}
+    return {
+        "description": f"{teacher.id} distilled by {d.method} to {d.steps} steps, its CFG {d.guidance_scale} baked in",
+        "arch": teacher.arch,
+        "schedule": schedule_of(
+            req.objective_name,
+            str(teacher.schedule.get("beta_schedule", "linear")),
+            int(teacher.schedule.get("num_timesteps", 300)),
+            flow_steps=d.steps,
+        ),
+        "defaults": {"steps": d.steps, "guidance_scale": 1.0, **sampler},
+        "distilled_from": {"teacher": teacher.id, **d.model_dump(exclude={"teacher"}, exclude_none=True)},
+    }
+
+
+def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained, teacher: Teacher | None) -> dict[str, Any]:
     """The registry's record of the model a job made (core/model_registry.py reads it)."""
     s = trained.summary
     return {
@@ -104,7 +159,7 @@ def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dic
         "classes": s["classes"],
         "image_size": s["image_size"],
         "channels": s["channels"],
-        "schedule": schedule_of(req.objective, req.schedule),
+        "schedule": schedule_of(req.objective_name, req.schedule),
         "size_bytes": s["size_bytes"],
         "training_seconds": s["training_seconds"],
         "metrics": {
@@ -112,7 +167,7 @@ def model_record(req: TrainJob, job: RQJob, owner: str, trained: Trained) -> dic
             for k in ("final_loss", "epoch_losses", "images_per_second", "epochs", "steps", "num_parameters", "quality")
         },
         "created_at": now_iso(),
-    }
+    } | (distilled(req, teacher) if teacher is not None else {})
 
 
 def run_train(
@@ -127,23 +182,41 @@ def run_train(
     if done is not None and done["job_id"] == job.id:  # an earlier attempt registered it, then its worker died
         log.info("job=%s registered model %s already", job.id, req.name)
         return {"model": req.name, **done["metrics"], "training_seconds": done["training_seconds"]}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        try:
-            data = load_data(req, settings.data_dir)
-        except DatasetError as exc:
-            raise InputError(str(exc)) from exc
+        teacher = load_teacher(req, owner, job, store)
         hook.keep_alive()
         sink = JobSink(job, store, hook, settings.artifact_ttl_s, req.num_epochs)
-        trained = run_training(admitted, data, sink, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        data = job_data(admitted, teacher, sink, device, settings)
+        hook.keep_alive()
+        trained = run_training(admitted, data, sink, device, teacher)
         sink.finished(trained.summary)
     except (JobCanceled, InputError, TrainingDiverged):
-        store.delete(keys.train_state(job.id))
+        forget(store, job.id)
         registry.release(owner, req.name, job.id)
         raise
-    record = model_record(req, job, owner, trained)
+    record = model_record(req, job, owner, trained, teacher)
     for name, media_type in CHECKPOINT_FILES.items():
         store.put(f"{record['checkpoint_key']}/{name}", trained.checkpoint[name], media_type, None)
     registry.register(owner, record)
-    store.delete(keys.train_state(job.id))
+    forget(store, job.id)
     log.info("job=%s registered model %s of %s", job.id, req.name, owner)
     return trained.summary
+
+
+def job_data(
+    admitted: Admitted[TrainJob], teacher: Teacher | None, sink: JobSink, device: torch.device, settings: Settings
+) -> TrainData:
+    """The run's training items: the dataset's, or reflow's pairs from the teacher."""
+    if teacher is not None and admitted.req.dataset is None:
+        return reflow_data(admitted, teacher, sink, device)
+    try:
+        return load_data(admitted.req, settings.data_dir)
+    except DatasetError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def forget(store: ArtifactStore, job_id: str) -> None:
+    """Drops what only a retry of the job would read."""
+    store.delete(keys.train_state(job_id))
+    store.delete(keys.train_pairs(job_id))

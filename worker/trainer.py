@@ -4,6 +4,11 @@
 No Redis here. Where artifacts, the resumable state and progress go is the caller's `Sink`: the artifact store and
 the step hook in a worker (worker/train.py), a folder and a progress bar on the command line.
 
+A distillation (`distill`, docs/training.md) runs the same loop from a `Teacher`: its student starts from the
+teacher's weights; reflow's training set is the teacher's pairs (drawn first, as stage `pairs`, and kept in the sink so
+a resumed run does not draw them again); progressive noises the dataset's images for the teacher's two steps. Its
+figures are the student's, at its own steps and sampler, guidance 1 (the teacher's is baked in).
+
 Per epoch, in this order: the EMA checkpoint (`config.json`, `diffusion_pytorch_model.safetensors`), `loss.png`,
 `metrics.json`, `epoch_{k}.png` when k is a sample epoch (and `frames.gif` at the last epoch), then the resumable
 state. A run stopped anywhere keeps the last finished epoch's checkpoint and artifacts; a run started again with the
@@ -12,12 +17,13 @@ state goes on after that epoch, with the same weights, optimizer, schedule, EMA 
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +34,7 @@ from torch import Tensor, nn
 from core.kinds.base import Admitted
 from core.kinds.train import TrainJob
 from models.datasets import DatasetError, ImageDataset, load_dataset
+from models.distill import pair_labels, pair_noise, reflow_pairs
 from models.figures import (
     class_samples,
     denoised_figure,
@@ -40,11 +47,15 @@ from models.figures import (
 )
 from models.grid import make_grid
 from models.imageio import encode_gif, encode_png
+from models.inference import chunk_size, chunked, for_inference
 from models.judge import judge_digits
+from models.predictors import unet_predictor
+from models.processes import NoiseProcess
 from models.sampling import Step
+from models.solvers import Native, Solver, make_solver
 from models.train_config import TrainConfig, TrainState, build_model, fused_adam_works, noise_process, use_bf16
 from models.training import TrainResult, dataset_tensors, train
-from models.unet import Net, set_memory_format
+from models.unet import CS180UNet, Net, set_memory_format
 
 FIGURE_IMAGES = 8  # test images in the noising and denoising figures
 PER_CLASS = 4  # samples of each class in a class model's epoch figure (the spec's 4)
@@ -54,6 +65,7 @@ JUDGED_PER_CLASS = 10  # samples of each class the judge reads at the end of a c
 JUDGED_SAMPLES = 100  # samples of an unconditional model it reads
 JUDGED_GUIDANCE = 5.0  # CFG gamma of the class samples it reads (the spec's, as bench/quality.py)
 CHECKPOINT = {"config.json": "application/json", "diffusion_pytorch_model.safetensors": "application/octet-stream"}
+PAIR_BATCH = 256  # reflow: pairs the teacher solves at a time
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,12 @@ class Sink(Protocol):
 
     def sampling(self, epoch: int, step: int, total: int) -> None: ...  # per step of a figure's loop; may raise
 
+    def pairs(self, step: int, total: int) -> None: ...  # reflow: per step of the teacher drawing pairs; may raise
+
+    def load_pairs(self) -> bytes | None: ...  # reflow: the pairs an earlier attempt drew, if any
+
+    def save_pairs(self, data: bytes) -> None: ...
+
 
 @dataclass(frozen=True)
 class TrainData:
@@ -89,6 +107,7 @@ class TrainData:
     labels: Tensor | None  # (N,) int64, None for a model without classes
     class_names: tuple[str, ...]  # the prompts of a class model; () otherwise
     test_images: Tensor  # (FIGURE_IMAGES, C, H, W): the test split's where the dataset has one
+    pair_noise: Tensor | None = None  # reflow: (N, C, H, W) the noise each image was drawn from
 
     @property
     def channels(self) -> int:
@@ -97,6 +116,26 @@ class TrainData:
     @property
     def image_size(self) -> int:
         return int(self.images.shape[-1])
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A distillation's teacher: its network as `load_network` gives it (CPU, eval; never trained) and its spec's
+    noise process and classes."""
+
+    id: str
+    net: Net
+    schedule: dict[str, Any]  # as ModelSpec.schedule writes it
+    classes: tuple[str, ...]
+    dataset: str | None  # what it learned from: the judge reads the student's samples where these are digits
+
+    @property
+    def arch(self) -> str:
+        return "cs180" if isinstance(self.net, CS180UNet) else "unet2d"
+
+    def for_device(self, device: torch.device) -> Net:
+        """A copy of the network to run (not train) on `device`: the original stays the student's start."""
+        return for_inference(copy.deepcopy(self.net), device).requires_grad_(False)
 
 
 @dataclass
@@ -117,6 +156,7 @@ def subset(data: ImageDataset, limit: int | None) -> ImageDataset:
 
 def load_data(req: TrainJob, data_dir: Path | None) -> TrainData:
     """The job's training items as tensors, and the images its figures show. Raises DatasetError."""
+    assert req.dataset is not None, "reflow's items are its pairs (reflow_data)"
     full = load_dataset(req.dataset, data_dir, req.image_size)
     images, labels = dataset_tensors(subset(full, req.limit))
     try:
@@ -128,9 +168,48 @@ def load_data(req: TrainJob, data_dir: Path | None) -> TrainData:
     return TrainData(images, labels if conditioned else None, full.class_names if conditioned else (), test_images)
 
 
-def train_config(req: TrainJob, seed: int, num_classes: int, device: torch.device) -> TrainConfig:
-    return TrainConfig(
-        objective=req.objective,
+def reflow_data(admitted: Admitted[TrainJob], teacher: Teacher, sink: Sink, device: torch.device) -> TrainData:
+    """Reflow's training set: `pairs` noises (from the seed) and the teacher's Euler solution from each, CFG for the
+    classes and unguided for a `p_uncond` fraction (label -1). The images are the sink's when an earlier attempt drew
+    them; else the teacher draws them (progress stage `pairs`) and the sink keeps them. Kept as float16, and trained
+    on as kept, so a resumed run learns exactly what an uninterrupted one does."""
+    req, distill = admitted.req, admitted.req.distill
+    assert distill is not None and distill.pairs is not None and distill.teacher_steps is not None
+    C, S = int(teacher.net.config["in_channels"]), int(teacher.net.config["image_size"])
+    noise = pair_noise(distill.pairs, (C, S, S), admitted.seed)  # (N, C, S, S)
+    labels = pair_labels(distill.pairs, len(teacher.classes), req.p_uncond)  # (N,)
+    images = read_pairs(sink.load_pairs(), noise.shape)
+    if images is None:
+        predict = chunked(unet_predictor(teacher.for_device(device)), chunk_size(device))
+        guidance = distill.guidance_scale if distill.guidance_scale is not None else 1.0
+        made = reflow_pairs(
+            predict, noise.to(device), labels.to(device), distill.teacher_steps, guidance, PAIR_BATCH, sink.pairs
+        )
+        images = made.images.half()
+        sink.save_pairs(tensor_bytes(images))
+    x1 = images.float()
+    return TrainData(x1, labels, teacher.classes, x1[:FIGURE_IMAGES], noise)
+
+
+def tensor_bytes(t: Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(t, buffer)
+    return buffer.getvalue()
+
+
+def read_pairs(data: bytes | None, shape: torch.Size) -> Tensor | None:
+    """The kept pairs' images, if they are this run's (as many, of the same shape)."""
+    if data is None:
+        return None
+    images = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    return images if isinstance(images, Tensor) and images.shape == shape else None
+
+
+def train_config(
+    req: TrainJob, seed: int, num_classes: int, device: torch.device, teacher: Teacher | None = None
+) -> TrainConfig:
+    config = TrainConfig(
+        objective=req.objective_name,
         epochs=req.num_epochs,
         batch_size=req.batch_size or 1,
         lr=req.lr,
@@ -150,6 +229,28 @@ def train_config(req: TrainJob, seed: int, num_classes: int, device: torch.devic
         loss=req.loss,
         loss_weight=req.loss_weight,
     )
+    return config if teacher is None else distill_config(config, req, teacher)
+
+
+def distill_config(config: TrainConfig, req: TrainJob, teacher: Teacher) -> TrainConfig:
+    """A distillation's: the teacher's network and noise process, the method's loss. Reflow's unguided pairs carry
+    label -1, so no other label is dropped (p_uncond 0); progressive drops labels as a class model's training does."""
+    distill, unet, s = req.distill, teacher.net.config, teacher.schedule
+    assert distill is not None and distill.teacher_steps is not None
+    fields: dict[str, Any] = {
+        "hidden": int(unet["hidden"]),
+        "modulation": str(unet.get("modulation", "add")),
+        "arch": teacher.arch,
+        "p_uncond": 0.0 if distill.method == "reflow" else req.p_uncond,
+        "distill": distill.method,
+        "distill_steps": distill.steps,
+        "teacher_steps": distill.teacher_steps,
+        "guidance_scale": distill.guidance_scale if distill.guidance_scale is not None else 1.0,
+    }
+    if s["type"] == "ddpm":
+        fields |= {"schedule": s["beta_schedule"], "num_timesteps": int(s["num_timesteps"])}
+        fields |= {"beta_start": float(s["beta_start"]), "beta_end": float(s["beta_end"])}
+    return replace(config, **fields)
 
 
 def state_bytes(state: TrainState) -> bytes:
@@ -194,10 +295,18 @@ def to_device(net: Net, device: torch.device) -> Net:
 class Run:
     """One attempt at a training run; `go()` runs it to the end (or until the sink raises)."""
 
-    def __init__(self, admitted: Admitted[TrainJob], data: TrainData, sink: Sink, device: torch.device) -> None:
+    def __init__(
+        self,
+        admitted: Admitted[TrainJob],
+        data: TrainData,
+        sink: Sink,
+        device: torch.device,
+        teacher: Teacher | None = None,
+    ) -> None:
         self.req, self.seed = admitted.req, admitted.seed
-        self.data, self.sink, self.device = data, sink, device
-        self.config = train_config(self.req, self.seed, len(data.class_names), device)
+        self.data, self.sink, self.device, self.teacher = data, sink, device, teacher
+        self.config = train_config(self.req, self.seed, len(data.class_names), device, teacher)
+        self.guidance = 1.0 if teacher is not None else JUDGED_GUIDANCE  # a student's CFG is baked in
         self.steps_per_epoch = math.ceil(len(data.images) / self.config.batch_size)
         self.total = self.config.epochs * self.steps_per_epoch
         self.state = read_state(sink.load_state(), self.config)
@@ -238,6 +347,9 @@ class Run:
         for name, data in checkpoint_files(net).items():
             self.sink.artifact(name, data, CHECKPOINT[name])
         title = f"{self.req.name}: {self.req.objective} ({self.req.conditioning}) on {self.req.dataset}"
+        if self.req.distill is not None:
+            d = self.req.distill
+            title = f"{self.req.name}: {d.method} of {d.teacher} to {d.steps} steps"
         self.sink.artifact("loss.png", loss_figure(state["step_losses"], self.steps_per_epoch, title), "image/png")
         self.sink.artifact("metrics.json", json.dumps(self.metrics(state), indent=1).encode(), "application/json")
         if k in (self.req.sample_epochs or []) or k == self.config.epochs:
@@ -250,22 +362,41 @@ class Run:
         if self.config.objective == "denoiser":
             grid = denoised_figure(net, self.data.test_images, self.config.sigma, self.figures_generator())
         else:
-            process = noise_process(self.config)
-            times = process.times(self.req.sample_steps)
+            solver = self.solver()
+            process, times = solver.process, solver.times
 
             def on_step(step: Step) -> None:
                 self.sink.sampling(k, step.index, step.total)
 
             if self.data.class_names:
                 images, self.frames = class_samples(
-                    net, process, times, len(self.data.class_names), PER_CLASS, seed=self.seed, on_step=on_step
+                    net,
+                    process,
+                    times,
+                    len(self.data.class_names),
+                    PER_CLASS,
+                    self.guidance,
+                    self.seed,
+                    on_step,
+                    solver,
                 )
                 grid = make_grid(images, nrow=len(self.data.class_names))
             else:
-                images, self.frames = uncond_samples(net, process, times, UNCOND_SAMPLES, self.seed, on_step)
+                images, self.frames = uncond_samples(net, process, times, UNCOND_SAMPLES, self.seed, on_step, solver)
                 grid = make_grid(images, nrow=8)
         if k in (self.req.sample_epochs or []):
             self.sink.artifact(f"epoch_{k}.png", encode_png(grid), "image/png")
+
+    def solver(self) -> Solver:
+        """What the figures sample with: the process's own step over `sample_steps`, or a student's own sampler at its
+        steps (reflow: Euler; progressive: DDIM on the trailing grid it was trained on)."""
+        process: NoiseProcess = noise_process(self.config)
+        distill = self.req.distill
+        if distill is None:
+            return Native(process, process.times(self.req.sample_steps))
+        if distill.method == "reflow":
+            return make_solver(process, "euler", steps=distill.steps)
+        return make_solver(process, "ddim", steps=distill.steps, spacing="trailing")
 
     def metrics(self, state: TrainState) -> dict[str, Any]:
         n = len(self.data.images)
@@ -291,10 +422,11 @@ class Run:
     def judged(self, net: Net) -> dict[str, Any] | None:
         """What the digit judge reads in samples of a generative model of digits (bench/quality.py's figures, on
         fewer samples): class accuracy (class models, CFG gamma 5) and the Frechet distance to held-out digits."""
-        if self.config.objective == "denoiser" or self.req.dataset not in JUDGED_DATASETS:
+        dataset = self.teacher.dataset if self.teacher is not None else self.req.dataset
+        if self.config.objective == "denoiser" or dataset not in JUDGED_DATASETS:
             return None
-        process = noise_process(self.config)
-        times = process.times(self.req.sample_steps)
+        solver = self.solver()
+        process, times = solver.process, solver.times
         k = len(self.data.class_names)
 
         def on_step(step: Step) -> None:
@@ -302,14 +434,14 @@ class Run:
 
         if k:
             images, _ = class_samples(
-                net, process, times, k, JUDGED_PER_CLASS, JUDGED_GUIDANCE, seed=self.seed, on_step=on_step
+                net, process, times, k, JUDGED_PER_CLASS, self.guidance, self.seed, on_step, solver
             )
             classes: Tensor | None = torch.arange(k).repeat(JUDGED_PER_CLASS)  # sample i is of class i % k
         else:
-            images, _ = uncond_samples(net, process, times, JUDGED_SAMPLES, self.seed, on_step)
+            images, _ = uncond_samples(net, process, times, JUDGED_SAMPLES, self.seed, on_step, solver)
             classes = None
         quality = judge_digits(images, classes, self.seed).as_dict()
-        return {**quality, "guidance_scale": JUDGED_GUIDANCE if k else None, "steps": len(times) - 1}
+        return {**quality, "guidance_scale": self.guidance if k else None, "steps": len(times) - 1}
 
     def final_figures(self, net: Net) -> None:
         gen = self.figures_generator()
@@ -323,10 +455,14 @@ class Run:
 
     def go(self) -> Trained:
         """Runs the epochs left; raises models.training.TrainingDiverged, or what the sink raises to stop."""
-        if self.state is None:
+        if self.state is None and self.req.dataset is not None:  # reflow has no dataset to noise
             noising = noising_figure(self.data.test_images, generator=self.figures_generator())
             self.sink.artifact("noising.png", encode_png(noising), "image/png")
-        model = to_device(build_model(self.config, self.data.channels, self.data.image_size), self.device)
+        student = build_model(self.config, self.data.channels, self.data.image_size)
+        if self.teacher is not None:  # a student starts as its teacher (a resumed run then loads its state)
+            student.load_state_dict(self.teacher.net.state_dict())
+        model = to_device(student, self.device)
+        teacher = self.teacher if self.config.distill == "progressive" else None  # reflow's taught in its pairs
         result = train(
             model,
             self.data.images,
@@ -335,6 +471,8 @@ class Run:
             on_batch=self.on_batch,
             on_epoch=self.on_epoch,
             state=self.state,
+            pair_noise=self.data.pair_noise,
+            teacher=teacher.for_device(self.device) if teacher is not None else None,
         )
         net = result.ema.eval()
         self.final_figures(net)
@@ -373,8 +511,13 @@ class Run:
 
 
 def run_training(
-    admitted: Admitted[TrainJob], data: TrainData, sink: Sink, device: torch.device | None = None
+    admitted: Admitted[TrainJob],
+    data: TrainData,
+    sink: Sink,
+    device: torch.device | None = None,
+    teacher: Teacher | None = None,
 ) -> Trained:
-    """Trains the model the request describes on `data`, resuming from the sink's state if it has one (module doc)."""
+    """Trains the model the request describes on `data` (a distillation: from `teacher`), resuming from the sink's
+    state if it has one (module doc)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return Run(admitted, data, sink, device).go()
+    return Run(admitted, data, sink, device, teacher).go()

@@ -7,13 +7,14 @@ from typing import Any
 
 import torch
 
-from core.kinds.base import Admitted, Conditioned, JobBase
+from core.kinds.base import Admitted, Conditioned, JobBase, Solving
 from core.kinds.upsample import UpsampleJob
 from models.deepfloyd import low_res
 from models.forward import randn_like_per_sample
 from models.imageio import resize
 from models.processes import DDPM
 from models.sampling import generators, sample_loop, start
+from models.solvers import make_solver
 from worker.deepfloyd import IFModel, Stage
 from worker.errors import InputError
 from worker.generate import cfg_for, reporter
@@ -33,9 +34,15 @@ def stage_two(ctx: JobContext) -> tuple[IFModel, Stage, DDPM]:
 
 
 def upsample(
-    ctx: JobContext, images: torch.Tensor, req: Conditioned, steps: int, noise_level: int, seed: int
+    ctx: JobContext,
+    images: torch.Tensor,
+    req: Conditioned,
+    solving: Solving,
+    steps: int,
+    noise_level: int,
+    seed: int,
 ) -> torch.Tensor:
-    """`images` (N, 3, s, s) in [-1, 1] through stage II; returns (N, 3, S, S) in [0, 1]."""
+    """`images` (N, 3, s, s) in [-1, 1] through stage II, with `solving`'s sampler; returns (N, 3, S, S) in [0, 1]."""
     model, stage, noising = stage_two(ctx)
     n = images.shape[0]
     like = torch.empty(n, 3, stage.size, stage.size, device=model.device)
@@ -43,13 +50,11 @@ def upsample(
         images, stage.size, noising, noise_level, randn_like_per_sample(like, generators(seed, n, LOW_RES_STREAM))
     )
     predict = stage.predictor(condition)
-    times = stage.process.times(steps)
+    solver = make_solver(stage.process, solving.sampler, steps, None, solving.eta, solving.spacing)
     gens = generators(seed, n)
-    x = start(stage.process, times, 0, gens, like)
+    x = start(stage.process, solver.times, 0, gens, like)
     guide = cfg_for(ctx, req, n, stage.process)
-    out = sample_loop(
-        stage.process, predict, guide, x, times, gens, on_step=reporter(ctx.hook, "upsampling", to_unit=ctx.to_unit)
-    )
+    out = sample_loop(solver, predict, guide, x, gens, on_step=reporter(ctx.hook, "upsampling", to_unit=ctx.to_unit))
     return ctx.to_unit(out).clamp(0, 1)
 
 
@@ -58,7 +63,7 @@ def run_upsample(admitted: Admitted[UpsampleJob], ctx: JobContext) -> dict[str, 
     assert req.steps is not None and req.noise_level is not None
     _, stage, _ = stage_two(ctx)  # before the image is read: a model without stage II fails at once
     image = ctx.image(req.image, native=True)  # stage I's size
-    ctx.outputs.save_images(upsample(ctx, image, req, req.steps, req.noise_level, seed))
+    ctx.outputs.save_images(upsample(ctx, image, req, req, req.steps, req.noise_level, seed))
     return {"seed": seed, "size": [stage.size, stage.size], **ctx.notes}
 
 
@@ -68,7 +73,8 @@ def _sized(image: torch.Tensor, side: int) -> torch.Tensor:
 
 def upsample_outputs(admitted: Admitted[JobBase], ctx: JobContext) -> dict[str, Any]:
     """Each image_{i}.png the job made, through stage II with the job's prompt (none for anagrams and hybrids), as
-    upsampled_{i}.png: stage II's defaults, sample i seeded with the job's seed + i, as image_{i} was."""
+    upsampled_{i}.png: stage II's defaults but the job's sampler (at its default steps), sample i seeded with the
+    job's seed + i, as image_{i} was."""
     req = admitted.req
     model, _, _ = stage_two(ctx)
     defaults = model.spec.defaults["upsample"]
@@ -80,9 +86,9 @@ def upsample_outputs(admitted: Admitted[JobBase], ctx: JobContext) -> dict[str, 
     lo, hi = model.spec.value_range
     images = torch.cat([_sized(made[i][None], side) for i in order]) * (hi - lo) + lo  # (N, 3, s, s)
     conditioning = Conditioned(prompt=getattr(req, "prompt", None), guidance_scale=defaults["guidance_scale"])
-    out = upsample(
-        ctx, images.to(model.device), conditioning, defaults["steps"], defaults["noise_level"], admitted.seed
-    )
+    solving = req if isinstance(req, Solving) and req.sampler != "ddpm" else Solving()
+    steps = model.spec.samplers[solving.sampler].default_steps if solving.sampler else defaults["steps"]
+    out = upsample(ctx, images.to(model.device), conditioning, solving, steps, defaults["noise_level"], admitted.seed)
     names = [f"upsampled_{i}.png" for i in order]
     for name, image in zip(names, out, strict=True):
         ctx.outputs.save_png(name, image)

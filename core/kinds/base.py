@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, fiel
 from core.errors import InvalidRequest
 from core.model_spec import ModelSpec
 from core.queues import Priority
+from core.samplers import Sampler, Spacing
 from core.schemas.images import ImageInput
 from core.settings import Settings
 
@@ -93,9 +94,34 @@ class Upsampled(BaseModel):
     )
 
 
-class Stepping(BaseModel):
-    """How a loop steps: the times it visits (every `stride`-th timestep (DDPM), or `steps` of them; omitted: the
-    model's), and whether each step's clean estimate is clipped to the model's value range."""
+class Solving(BaseModel):
+    """The solver a loop runs (docs/api.md, "Samplers"; core/samplers.py) and its options."""
+
+    sampler: Sampler | None = Field(
+        default=None,
+        description="the solver (docs/api.md, 'Samplers'; GET /v1/models lists each model's with their good step "
+        "counts); eps models (mnist-ddpm, DeepFloyd IF): ddpm, ddim, dpmpp_2m, dpmpp_sde, unipc, euler, heun; flow "
+        "models: euler, heun, midpoint, ab2; omitted: the model's (ddpm, or euler for flow models)",
+    )
+    eta: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="ddim only: the noise each step adds back, 0 (deterministic, the default) to 1"
+    )
+    spacing: Spacing | None = Field(
+        default=None,
+        description="eps samplers with discrete timesteps (ddpm, ddim, dpmpp_2m, dpmpp_sde, unipc): how `steps` "
+        "timesteps are picked (diffusers' timestep_spacing); omitted: ddpm as before (`steps` evenly spaced, or "
+        "every `stride`-th), trailing for the rest",
+    )
+
+    @property
+    def runs_solver(self) -> bool:
+        """Whether the job's loop runs a solver (not denoising's blur nor its one step)."""
+        return True
+
+
+class Stepping(Solving):
+    """How a loop steps: its solver (`sampler`), the times it visits (every `stride`-th timestep (DDPM), or `steps` of
+    them; omitted: the model's), and whether each step's clean estimate is clipped to the model's value range."""
 
     steps: Annotated[int, Field(ge=1, le=1000)] | None = None
     stride: Annotated[int, Field(ge=1, le=1000)] | None = None
@@ -204,7 +230,7 @@ def check_timesteps(spec: ModelSpec, timesteps: list[tuple[Loc, int]]) -> None:
 
 def check_starts(spec: ModelSpec, req: Stepping, starts: list[tuple[Loc, int]]) -> None:
     """Every `i_start` lies inside the run it indexes."""
-    count = spec.num_times(req.steps, req.stride)
+    count = spec.num_times(req.steps, req.stride, req.sampler)
     for loc, i_start in starts:
         if i_start >= count - 1:
             raise InvalidRequest.field(loc, f"must be below {count - 1}, the number of steps of this run")

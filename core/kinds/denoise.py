@@ -48,6 +48,10 @@ class DenoiseJob(Stepping, Upsampled, JobBase):
     def capability(self) -> str:
         return f"denoise.{self.method}"
 
+    @property
+    def runs_solver(self) -> bool:
+        return self.method == "iterative"
+
 
 def check(req: DenoiseJob, spec: ModelSpec, door: Door) -> None:
     if req.method == "iterative" and req.i_start is None:

@@ -4,12 +4,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from core.kinds.base import Conditioned, JobBase, Kind
+from core.kinds.base import Conditioned, JobBase, Kind, Solving
 from core.model_spec import ModelSpec
 from core.schemas.images import ImageInput
 
 
-class UpsampleJob(Conditioned, JobBase):
+class UpsampleJob(Conditioned, Solving, JobBase):
     """DeepFloyd IF stage II: a 64 px image (another size is resized to stage I's, and the result says so) to 256 px,
     guided by the prompt; as diffusers' IFSuperResolutionPipeline runs it, through the same loop as every kind."""
 
@@ -27,7 +27,8 @@ def fill(req: UpsampleJob, spec: ModelSpec) -> None:
     """Stage II's own defaults, before the shared ones would give it stage I's guidance scale."""
     stage2 = spec.defaults.get("upsample", {})
     req.guidance_scale = req.guidance_scale if req.guidance_scale is not None else stage2.get("guidance_scale")
-    req.steps = req.steps or stage2.get("steps")
+    solver_steps = spec.samplers[req.sampler].default_steps if req.sampler in spec.samplers else None
+    req.steps = req.steps or (stage2.get("steps") if req.sampler in (None, "ddpm") else solver_steps)
     req.noise_level = req.noise_level if req.noise_level is not None else stage2.get("noise_level")
 
 

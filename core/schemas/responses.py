@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled", "timed_out"]
 # timed_out: the job ran past its `timeout_s` (an ending like failed, with its own reason; docs/api.md)
@@ -84,6 +84,18 @@ class Upload(BaseModel):
     bytes: int
 
 
+class SamplerChoice(BaseModel):
+    """A sampler the model's loops run (core/samplers.py; docs/api.md, "Samplers")."""
+
+    name: str
+    summary: str
+    good_steps: list[int] = Field(description="[lo, hi]: the step counts it does well at (a hint, not a rule)")
+    default_steps: int = Field(description="its steps when a job names it and gives neither steps nor stride")
+    min_steps: int
+    default: bool = Field(description="the model's sampler when a job names none")
+    takes: list[str] = Field(description="which of eta, spacing, stride it takes")
+
+
 class Model(BaseModel):
     id: str
     description: str
@@ -97,6 +109,7 @@ class Model(BaseModel):
     reason: str | None
     classes: list[str]
     defaults: dict[str, Any]
+    samplers: list[SamplerChoice] = []  # none for the single-step denoiser
     shipped: bool
     training: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
@@ -112,6 +125,7 @@ class Model(BaseModel):
     arch: str | None = None
     created_at: str | None = None
     job_id: str | None = None  # the train job that made it
+    distilled_from: dict[str, Any] | None = None  # a distilled model: its teacher, method and steps
     training_seconds: float | None = None
     metrics: dict[str, Any] | None = None
 

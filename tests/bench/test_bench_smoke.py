@@ -124,3 +124,24 @@ def test_the_priorities_benchmark_runs_and_high_jumps_the_line() -> None:
     high = float(rows["high, 12 low jobs queued"][1])
     behind = float(rows["normal, 20 normal jobs queued"][1])
     assert high < behind / 3, out  # a high job waits for the job in hand, a normal one for the whole line
+
+
+def test_the_steps_benchmark_runs_every_sampler_it_is_asked_for() -> None:
+    out = run_bench(
+        "bench/steps.py",
+        "--models",
+        "mnist-flow",
+        "--steps",
+        "2",
+        "--per-class",
+        "1",
+        "--samplers",
+        "ab2,heun",
+        timeout=300,
+    )
+    rows = [line.split() for line in out.splitlines() if line.startswith("mnist-flow")]
+    assert [row[:4] for row in rows] == [
+        ["mnist-flow", "(ref)", "euler", "50"],
+        ["mnist-flow", "heun", "2", "4"],  # 2 steps, 2 network calls each
+        ["mnist-flow", "ab2", "2", "2"],
+    ], out

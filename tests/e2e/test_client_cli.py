@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffusion_jobs.client import Client
+from diffusion_jobs.client_errors import ValidationError
 from tests.helpers import cli, decode, png, stop, wait_until
 
 DIGIT = "dataset:mnist-5k:0"
@@ -65,6 +66,32 @@ def test_submit_uploads_a_file_and_takes_lists_both_ways(env, api, tmp_path):
     saved = tmp_path / job.id  # the default --out
     assert {p.name for p in saved.iterdir()} >= {"image_0.png", "image_1.png", "image_2.png"}
     assert np.array_equal(decode((saved / "image_0.png").read_bytes()), pixels / 255)
+
+
+def test_submit_runs_the_sampler_and_steps_it_names(env, api, tmp_path):
+    args = ["--model", "mnist-ddpm", "--prompt", "3", "--n", "1", "--seed", "2", "--out", str(tmp_path / "out")]
+    done = run(env, "submit", "sample", *args, "--sampler", "dpmpp_2m", "--steps", "10", "--spacing", "trailing")
+    assert done.returncode == 0, done.stderr
+    [job] = api.jobs().jobs
+    assert job.status == "succeeded"
+    assert (job.params["sampler"], job.params["steps"], job.params["spacing"]) == ("dpmpp_2m", 10, "trailing")
+    assert re.search(rf"{job.id}\S* sampling:\s+10/10 \|", done.stderr), done.stderr  # ten solver steps
+    assert decode((tmp_path / "out" / "image_0.png").read_bytes()).shape == (28, 28)
+
+
+def test_a_sampler_the_model_cannot_run_is_the_apis_422(env, api):
+    body = {"model": "mnist-flow", "sampler": "dpmpp_2m"}  # an eps solver on a flow model
+    with pytest.raises(ValidationError) as refusal:
+        api.submit("sample", **body)
+    assert "sampler" in refusal.value.message
+    refused = run(env, "submit", "sample", "--model", "mnist-flow", "--sampler", "dpmpp_2m")
+    assert refused.returncode == 2
+    assert f"error: {refusal.value.message}" in refused.stderr
+    eta = run(env, "submit", "sample", "--model", "mnist-ddpm", "--sampler", "dpmpp_2m", "--eta", "0.5")
+    assert eta.returncode == 2 and "eta" in eta.stderr  # eta is ddim's alone
+    unknown = run(env, "submit", "sample", "--model", "mnist-ddpm", "--sampler", "plms")
+    assert unknown.returncode == 2 and "--sampler: invalid choice" in unknown.stderr  # argparse, from the enum
+    assert api.jobs().jobs == []
 
 
 def test_bad_parameters_exit_non_zero_naming_the_field(env, api):

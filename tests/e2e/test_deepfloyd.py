@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 
+from core.samplers import EPS
 from tests.helpers import (
     Stack,
     artifact,
@@ -211,6 +212,21 @@ def test_upsample_an_image_and_any_kind_with_upsample_true(client):
     assert size(client, both, "upsampled_1.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
     plain = succeeded(submit(client, {**body, "upsample": False}))
     assert artifact(client, both, "image_1.png") == artifact(client, plain, "image_1.png")  # stage I untouched
+
+
+@pytest.mark.parametrize("sampler", list(EPS))
+def test_both_stages_run_with_every_eps_sampler(client, sampler):
+    body = {"kind": "sample", "model": MODEL, "prompt": PHOTO, "n": 1, "seed": 2, "sampler": sampler, "steps": 3}
+    job = succeeded(submit(client, {**body, "upsample": True}))
+    assert job["params"]["sampler"] == sampler
+    assert size(client, job, "upsampled_0.png") == (STAGE2_SIZE, STAGE2_SIZE, 3)
+    stage2 = 50 if sampler == "ddpm" else EPS[sampler].default_steps  # stage II: the sampler's default steps
+    assert job["progress"] == {**job["progress"], "stage": "upsampling", "step": stage2, "total": stage2}
+    image = decode(artifact(client, job, "upsampled_0.png"))
+    assert image.std() > 0  # a picture, not a constant
+    up = {"kind": "upsample", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 0, "sampler": sampler}
+    alone = succeeded(submit(client, {**up, "steps": 2}))
+    assert alone["progress"]["total"] == 2 and alone["params"]["sampler"] == sampler
 
 
 def test_a_prompt_is_encoded_once_for_all_workers(client, stack: Stack):

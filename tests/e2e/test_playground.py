@@ -111,7 +111,8 @@ def test_the_page_and_its_modules_are_served_without_a_key(stack):
     page = httpx.get(stack.url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    modules = ["main.js", "api.js", "schema_form.js", "image_input.js", "watch.js", "gallery.js", "loss_chart.js"]
+    modules = ["main.js", "api.js", "schema_form.js", "stepping.js", "image_input.js", "watch.js", "gallery.js"]
+    modules.append("loss_chart.js")
     for name in modules:
         served = httpx.get(f"{stack.url}/playground/{name}")
         assert served.status_code == 200, name
@@ -141,6 +142,66 @@ def test_a_sample_from_the_form_shows_progress_and_its_images(page, client, api_
     assert all(f["href"].startswith("blob:") for f in shown)  # fetched with the key, shown as object URLs
     if "/v1/jobs/{job_id}/events" in client.get("/openapi.json").json()["paths"]:
         assert page.eval_on_selector("#preview", "i => i.complete && i.naturalWidth") > 0
+
+
+def sampler_options(page: Any) -> list[tuple[str, str]]:
+    found = page.eval_on_selector_all("[data-field=sampler] option", "os => os.map(o => [o.value, o.textContent])")
+    return [(value, text) for value, text in found]
+
+
+def good_at(client: Any, model: str, sampler: str) -> str:
+    """The hint's step range, as GET /v1/models lists it for this model."""
+    [listed] = [m for m in client.get("/v1/models").json()["models"] if m["id"] == model]
+    lo, hi = next(s for s in listed["samplers"] if s["name"] == sampler)["good_steps"]
+    return f"good at {lo}-{hi} steps"
+
+
+def test_the_sampler_choices_and_hint_follow_the_model_and_the_job_runs_the_one_picked(page, client, api_key, tmp_path):
+    enter_key(page, api_key)
+    hint = "#sampler-hint"
+    choose(page, "mnist-denoiser", "denoise")
+    assert page.is_hidden("[data-field=sampler]")  # a one-step denoiser runs no loop
+    choose(page, "mnist-ddpm", "denoise")
+    assert page.is_hidden("[data-field=sampler]")  # blur, the default method, runs no solver
+    page.select_option("[data-field=method] select", "iterative")
+    assert page.is_visible("[data-field=sampler]") and page.inner_text(hint).startswith("ddpm: ")
+    choose(page, "mnist-flow", "sample")
+    assert sampler_options(page) == [("", "euler (model default)"), ("heun", "heun"), ("midpoint", "midpoint"),
+                                     ("ab2", "ab2")]  # fmt: skip
+    assert page.inner_text(hint).startswith("euler: ") and good_at(client, "mnist-flow", "euler") in page.inner_text(
+        hint
+    )
+    assert page.is_hidden("[data-field=eta]") and page.is_hidden("[data-field=spacing]")
+    choose(page, "mnist-ddpm", "sample")
+    offered = [value for value, _ in sampler_options(page)]
+    assert offered == ["", "ddim", "dpmpp_2m", "dpmpp_sde", "unipc", "euler", "heun"]  # eps samplers, ddpm the default
+    assert page.inner_text(hint).startswith("ddpm: ") and page.is_visible("[data-field=stride]")
+    page.select_option("[data-field=sampler] select", "ddim")
+    assert page.is_visible("[data-field=eta]") and page.is_visible("[data-field=spacing]")
+    page.fill("[data-field=eta] input", "0.5")  # hidden below, so not sent
+    page.select_option("[data-field=sampler] select", "dpmpp_2m")
+    assert page.inner_text(hint).startswith("dpmpp_2m: ") and good_at(
+        client, "mnist-ddpm", "dpmpp_2m"
+    ) in page.inner_text(hint)
+    assert page.is_hidden("[data-field=eta]") and page.is_visible("[data-field=spacing]")
+    assert page.is_hidden("[data-field=stride]")
+    page.fill("[data-field=steps] input", "3")
+    assert page.get_attribute(hint, "data-outside") == "true" and "(3 is below that)" in page.inner_text(hint)
+    order = page.eval_on_selector_all("#fields [data-field]:not([hidden])", "fs => fs.map(f => f.dataset.field)")
+    assert order[order.index("sampler") :][:3] == ["sampler", "steps", "spacing"]  # the solver's fields together
+    snap(page, tmp_path, "sampler")
+    page.fill("[data-field=steps] input", "10")
+    assert page.get_attribute(hint, "data-outside") == "false"
+    page.fill("[data-field=class_label] input", "3")
+    page.fill("[data-field=n] input", "1")
+    page.fill("[data-field=seed] input", "5")
+    page.click("#submit")
+    job = client.get(f"/v1/jobs/{wait_for_end(page)}").json()
+    assert job["status"] == "succeeded", job
+    shown = gallery_loaded(page)
+    assert job["params"]["sampler"] == "dpmpp_2m" and job["params"]["steps"] == 10
+    assert job["params"].get("eta") is None
+    assert next(f["width"] for f in shown if f["name"] == "image_0.png") == 28
 
 
 def draw(page: Any, selector: str, strokes: list[list[tuple[float, float]]]) -> None:

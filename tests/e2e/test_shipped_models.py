@@ -15,6 +15,7 @@ from models.judge import judge_digits
 from tests.helpers import artifact, decode, png, submit, succeeded
 
 FAST = {"mnist-ddpm": {"stride": 10}, "mnist-flow": {"steps": 20}}  # 31 and 20 steps: quick on two CPU cores
+FAST["mnist-flow-2step"] = {}  # its defaults: 2 Euler steps, guidance 1 (its teacher's CFG is baked in)
 HELD_OUT = {c: int(i) for c, i in ((int(mnist_5k().labels[i]), i) for i in held_out_split(mnist_5k().labels, 50)[1])}
 
 
@@ -53,9 +54,15 @@ def test_the_shipped_models_are_listed_with_data_size_and_quality(client):
         assert 100_000 < model["size_bytes"] < 10_000_000
     for name in ("mnist-ddpm", "mnist-flow"):
         assert models[name]["quality"]["samples"]["class_accuracy"] >= 0.98
+    distilled = models["mnist-flow-2step"]  # distilled, not trained on digits: its record names its teacher
+    assert distilled["available"], distilled
+    assert distilled["training"]["distilled_from"]["teacher"] == "mnist-flow"
+    assert "scripts/train_shipped.py mnist-flow-2step" in distilled["training"]["command"]
+    assert distilled["defaults"] == {"steps": 2, "guidance_scale": 1.0, "sampler": "euler"}
+    assert 100_000 < distilled["size_bytes"] < 10_000_000
 
 
-@pytest.mark.parametrize("model", ["mnist-flow", "mnist-ddpm"])
+@pytest.mark.parametrize("model", ["mnist-flow", "mnist-ddpm", "mnist-flow-2step"])
 def test_samples_read_as_the_class_asked(client, model):
     asked, images = [], []
     for digit in range(10):

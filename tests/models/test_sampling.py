@@ -10,6 +10,7 @@ from models.guidance import CFG, Anagram, Hybrid, Interval
 from models.processes import CLEAN, DDPM, Flow, clipped
 from models.sampling import Inpaint, generators, sample_loop, start
 from models.schedules import linear_schedule, make_schedule
+from models.solvers import Native
 from models.views import VIEWS
 
 X1 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # "data"
@@ -37,7 +38,7 @@ def test_a_perfect_predictor_lands_exactly_on_the_data(process):
     times = process.times()
     gens = generators(0, 3)
     x = start(process, times, 0, gens, X1)
-    out = sample_loop(process, oracle(process, X1), unguided, x, times, gens)
+    out = sample_loop(Native(process, times), oracle(process, X1), unguided, x, gens)
     assert torch.allclose(out, X1, atol=1e-4)
 
 
@@ -90,9 +91,11 @@ def test_clipping_leaves_a_loop_whose_estimates_stay_in_range_alone(process):
     times = process.times()
     gens = generators(0, 3)
     x = start(process, times, 0, gens, X1)
-    plain = sample_loop(process, oracle(process, X1), unguided, x, times, generators(0, 3))
+    plain = sample_loop(Native(process, times), oracle(process, X1), unguided, x, generators(0, 3))
     clip = clipped(process, 0, 1)
-    assert torch.allclose(sample_loop(clip, oracle(clip, X1), unguided, x, times, generators(0, 3)), plain, atol=1e-5)
+    assert torch.allclose(
+        sample_loop(Native(clip, times), oracle(clip, X1), unguided, x, generators(0, 3)), plain, atol=1e-5
+    )
 
 
 def test_forward_process_statistics():
@@ -152,15 +155,15 @@ def test_every_branch_goes_in_one_forward_pass_and_each_image_once():
     times = process.times(steps=5)
     gens = generators(0, 2)
     cond, uncond = torch.tensor([1, 2]), torch.tensor([-1, -1])
-    sample_loop(process, counting, CFG(cond, uncond, 5.0), start(process, times, 0, gens, X1[:2]), times, gens)
+    sample_loop(Native(process, times), counting, CFG(cond, uncond, 5.0), start(process, times, 0, gens, X1[:2]), gens)
     assert calls == [(2, 4)] * 5  # 2 images, each conditional and unconditional
     calls.clear()
     anagram = Anagram(cond, cond, uncond, VIEWS["flip"])
-    sample_loop(process, counting, anagram, start(process, times, 0, gens, X1[:2]), times, gens)
+    sample_loop(Native(process, times), counting, anagram, start(process, times, 0, gens, X1[:2]), gens)
     assert calls == [(4, 8)] * 5  # the images and their views, each under its prompt and unconditional
     calls.clear()
     hybrid = Hybrid(cond, cond, uncond, kernel_size=3, sigma=1.0)
-    sample_loop(process, counting, hybrid, start(process, times, 0, gens, X1[:2]), times, gens)
+    sample_loop(Native(process, times), counting, hybrid, start(process, times, 0, gens, X1[:2]), gens)
     assert calls == [(2, 6)] * 5
 
 
@@ -173,7 +176,12 @@ def test_inpainting_keeps_every_unmasked_pixel(process):
     x = start(process, times, 0, gens, X1)
     cond = torch.zeros(3)
     out = sample_loop(
-        process, toy_predict, CFG(cond, None), x, times, gens, constrain=Inpaint(process, X1, mask, generators(99, 3))
+        Native(process, times),
+        toy_predict,
+        CFG(cond, None),
+        x,
+        gens,
+        constrain=Inpaint(process, X1, mask, generators(99, 3)),
     )
     assert torch.equal(out[mask.expand_as(out) == 0], X1[mask.expand_as(X1) == 0])
     assert not torch.allclose(out[mask.expand_as(out) == 1], X1[mask.expand_as(X1) == 1])
@@ -186,7 +194,7 @@ def test_same_seed_same_pixels_in_any_batch():
 
     def run(gens, c):
         x = start(process, times, 0, gens, torch.zeros(len(gens), 1, 8, 8))
-        return sample_loop(process, toy_predict, CFG(c, torch.full_like(c, -1), 3.0), x, times, gens)
+        return sample_loop(Native(process, times), toy_predict, CFG(c, torch.full_like(c, -1), 3.0), x, gens)
 
     batch = run(generators(40, 3), cond)
     alone = run(generators(41, 1), cond[1:2])
@@ -209,7 +217,12 @@ def test_on_step_reports_every_step_with_a_preview():
     gens = generators(0, 3)
     steps = []
     sample_loop(
-        process, oracle(process, X1), unguided, start(process, times, 0, gens, X1), times, gens, on_step=steps.append
+        Native(process, times),
+        oracle(process, X1),
+        unguided,
+        start(process, times, 0, gens, X1),
+        gens,
+        on_step=steps.append,
     )
     assert [s.index for s in steps] == [1, 2, 3, 4] and steps[0].total == 4
     assert torch.allclose(steps[0].preview(), X1, atol=1e-5)  # the oracle's clean estimate is the data

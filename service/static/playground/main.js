@@ -4,6 +4,7 @@ import { ApiError, api, storeKey, storedKey } from "./api.js";
 import { Gallery } from "./gallery.js";
 import { LossChart } from "./loss_chart.js";
 import { buildForm, fieldOf, jobKinds } from "./schema_form.js";
+import { fitStepping } from "./stepping.js";
 import { watch } from "./watch.js";
 
 const $ = (id) => document.getElementById(id);
@@ -100,6 +101,7 @@ function rebuildForm() {
     return;
   }
   state.form = buildForm($("fields"), state.openapi, kind, { model, upload: api.upload });
+  fitStepping(state.form, model, kind);
   $("kind-help").textContent = state.form.description;
 }
 

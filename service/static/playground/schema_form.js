@@ -115,11 +115,13 @@ export function buildForm(container, openapi, kind, context) {
   return {
     description: schema.description || "",
     fields,
-    /** The request body: the kind, the model (a train job names the model it makes), and every filled-in field. */
+    /** The request body: the kind, the model (a train job names the model it makes), and every filled-in field
+     * that is shown. */
     async body() {
       const body = { kind };
       if (kind !== "train") body.model = context.model?.id;
       for (const [name, field] of fields) {
+        if (field.box.hidden) continue; // a field this model and choice do not take (stepping.js)
         let value;
         try {
           value = await field.read();
