@@ -190,11 +190,11 @@ class Wrapped:
             return self.scheduler.step(eps, timestep, x, **noise).prev_sample, est
         sigma, sigma_next = self._sigmas[i], self._sigmas[i + 1]
         state = x * math.sqrt(1 + sigma**2)
-        self.scheduler.scale_model_input(state, timestep)  # x again (computed above): diffusers asks for the call
+        self.scheduler.scale_model_input(state, timestep)  # gives x back; diffusers' Euler warns unless it is called
         state = self.scheduler.step(eps, timestep, state).prev_sample
         if self.sampler == "heun" and sigma_next > 0:  # the correction, from the estimate at the next time
-            t_next = self.times[i + 1]
-            eps2, _ = eps_and_x0(self.process, state, denoise(state / math.sqrt(1 + sigma_next**2), t_next), t_next)
+            t_next, x_next = self.times[i + 1], state / math.sqrt(1 + sigma_next**2)
+            eps2, _ = eps_and_x0(self.process, x_next, denoise(x_next, t_next), t_next)
             state = self.scheduler.step(eps2, self.scheduler.timesteps[self.scheduler.step_index], state).prev_sample
         return state / math.sqrt(1 + sigma_next**2), est
 
