@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     deepfloyd_stage1: str | None = None
     deepfloyd_stage2: str | None = None
     deepfloyd_prompt_embeds: Path | None = None  # a torch.save'd {prompt: (1, L, D) tensor}: no text encoder at all
-    deepfloyd_variant: str | None = "fp16"  # the weights' file variant (the hub repos' fp16 files); "" for none
+    # The weights' file variant (the hub repos' fp16 files), loaded where a stage's folder has it, else its plain
+    # weights with one log line (worker/deepfloyd.py); "" for the plain weights always.
+    deepfloyd_variant: str | None = "fp16"
     deepfloyd_allow_download: bool = False  # fetch what the local cache lacks from the hub (needs HF_TOKEN)
     deepfloyd_cpu_offload: bool = False  # CUDA: keep each part on the CPU until it runs (accelerate; small GPUs)
     prompt_cache_ttl_s: int = 30 * 24 * 3600  # text embeddings in Redis, shared by every worker

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from models.factorize import Decomposition
 from models.filters import gaussian_blur, highpass
 from models.views import View
 
@@ -97,6 +98,29 @@ class Hybrid:
         return _join(blended, None if v_low is None or v_high is None else (v_low + v_high) / 2)
 
 
+@dataclass(frozen=True)
+class Factorized:
+    """Factorized diffusion (Geng et al. 2024): component k of CFG(prompt k), summed over the decomposition's
+    components, in one pass: x under k + 1 conditions. A 2-band `Frequency` is `Hybrid`'s rule."""
+
+    conds: tuple[torch.Tensor, ...]  # each (B, ...), one per component, coarsest first
+    uncond: torch.Tensor  # (B, ...)
+    decompose: Decomposition
+    scale: float = 5.0
+
+    def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        k, ch = len(self.conds), x.shape[1]
+        if self.scale == 1.0:  # no guidance: no unconditional branch
+            estimates = list(predict(x, t, torch.cat(self.conds)).chunk(k))
+        else:
+            *guided, u = predict(x, t, torch.cat([*self.conds, self.uncond])).chunk(k + 1)
+            estimates = [cfg_combine(c, u, self.scale, ch) for c in guided]
+        parts = [_split(e, x) for e in estimates]
+        image = sum((self.decompose(i)[j] for j, (i, _) in enumerate(parts)), torch.zeros_like(x))
+        extras = [v for _, v in parts if v is not None]
+        return _join(image, torch.stack(extras).mean(0) if len(extras) == k else None)
+
+
 def _split(est: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The estimate's image channels, and the channels past them (None where there are none)."""
     ch = x.shape[1]
@@ -107,7 +131,7 @@ def _join(image_part: torch.Tensor, extra_part: torch.Tensor | None) -> torch.Te
     return image_part if extra_part is None else torch.cat([image_part, extra_part], dim=1)
 
 
-Rule = CFG | Anagram | Hybrid
+Rule = CFG | Anagram | Hybrid | Factorized
 
 
 @dataclass(frozen=True)

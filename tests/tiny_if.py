@@ -3,7 +3,8 @@ service loads it through the real diffusers and transformers paths (`from_pretra
 
 The UNets follow diffusers' own IF tests (tests/pipelines/deepfloyd_if/__init__.py) at 16 px (stage I) and 32 px
 (stage II); the T5 encoder is 2 layers of width 32; the tokenizer a SentencePiece model trained here on a few
-prompts, saved as `tokenizer/spiece.model` as in DeepFloyd/IF-I-XL-v1.0. Weights are saved as the fp16 variant.
+prompts, saved as `tokenizer/spiece.model` as in DeepFloyd/IF-I-XL-v1.0. Weights are saved as the fp16 variant, or
+as another (`variant=None`: the plain files, as a local fp32 folder has them).
 """
 
 import io
@@ -84,8 +85,9 @@ def _learned() -> DDPMScheduler:
     )
 
 
-def build(root: Path) -> tuple[Path, Path]:
-    """Saves stage I (with its text encoder and tokenizer) and stage II under `root`; returns their folders."""
+def build(root: Path, variant: str | None = "fp16") -> tuple[Path, Path]:
+    """Saves stage I (with its text encoder and tokenizer) and stage II under `root`, their weights as `variant`;
+    returns their folders."""
     torch.manual_seed(0)  # test-only weights; the service itself never touches the global RNG
     scratch = root / "scratch-tokenizer"
     tokenizer = _tokenizer(scratch)
@@ -112,8 +114,8 @@ def build(root: Path) -> tuple[Path, Path]:
         **common,
     )
     first, second = root / "IF-I", root / "IF-II"
-    stage1.save_pretrained(first, variant="fp16")
-    stage2.save_pretrained(second, variant="fp16")
+    stage1.save_pretrained(first, variant=variant)
+    stage2.save_pretrained(second, variant=variant)
     shutil.rmtree(first / "tokenizer")  # the hub's layout: the SentencePiece model, no tokenizer.json
     shutil.move(scratch, first / "tokenizer")
     return first, second

@@ -4,7 +4,8 @@ model interface as the in-house UNets (a noise process, a predictor, conditions)
 Stage I and II come from DEEPFLOYD_STAGE1 / DEEPFLOYD_STAGE2 through `IFPipeline.from_pretrained` and
 `IFSuperResolutionPipeline.from_pretrained`, without their text encoders, safety checkers and watermarkers: the loops
 need only each stage's UNet and schedulers, and the T5 encoder loads on its own (worker/prompts.py). fp16 on CUDA,
-float32 on a CPU; with DEEPFLOYD_CPU_OFFLOAD, accelerate keeps each UNet on the CPU until it runs.
+float32 on a CPU; with DEEPFLOYD_CPU_OFFLOAD, accelerate keeps each UNet on the CPU until it runs. Weights load from
+DEEPFLOYD_VARIANT's files (the hub's `*.fp16.safetensors`) where a folder has them, else from the plain ones.
 """
 
 import logging
@@ -81,9 +82,9 @@ def _ddpm(scheduler: Any) -> DDPM:
     return DDPM(from_betas(scheduler.betas))
 
 
-def _load_options(settings: Settings, device: torch.device) -> dict[str, Any]:
+def _load_options(variant: str | None, device: torch.device) -> dict[str, Any]:
     """What every part of IF loads with: the file variant, and fp16 on CUDA."""
-    return {"variant": settings.deepfloyd_variant, "dtype": torch.float16 if device.type == "cuda" else torch.float32}
+    return {"variant": variant, "dtype": torch.float16 if device.type == "cuda" else torch.float32}
 
 
 def _placed(pipe: Any, settings: Settings, device: torch.device) -> Any:
@@ -94,19 +95,42 @@ def _placed(pipe: Any, settings: Settings, device: torch.device) -> Any:
     return pipe
 
 
-def _folder(source: str, settings: Settings) -> Path:
-    variant = f"*.{settings.deepfloyd_variant}*" if settings.deepfloyd_variant else "*.safetensors"
-    patterns = ["*.json", "*.txt", "*.model", "tokenizer/*", variant]
-    return local_folder(source, settings.deepfloyd_allow_download, patterns)
+def _has_variant(folder: Path, variant: str) -> bool:
+    """Whether weights under `folder` are saved as `variant`: `unet/diffusion_pytorch_model.fp16.safetensors`, or
+    sharded `text_encoder/model.fp16-00001-of-00002.safetensors`, the names diffusers tells a part's variant by."""
+    return any(folder.rglob(f"*.{variant}*"))
 
 
-def _encoder(pipe: Any, folder: Path, settings: Settings, device: torch.device) -> Callable[[], Encode]:
-    """Loads IF's T5 encoder and tokenizer when first called; encodes as IFPipeline.encode_prompt does."""
+def _variant(folder: Path, variant: str | None, part: str) -> str | None:
+    """The variant `part` loads with from `folder`: the configured one where its files are there, else none (the plain
+    weights), said in one log line; diffusers itself refuses a variant none of a pipeline's parts has."""
+    if variant is None or _has_variant(folder, variant):
+        return variant
+    log.warning("%s: no %s weights in %s, loading its plain weights", part, variant, folder)
+    return None
+
+
+def _folder(source: str, settings: Settings, part: str) -> tuple[Path, str | None]:
+    """The stage's folder and the variant it loads with. A download fetches the variant's weights, or the plain ones
+    where the repository has none (never both: they are gigabytes each)."""
+    variant, allow = settings.deepfloyd_variant, settings.deepfloyd_allow_download
+    files = ["*.json", "*.txt", "*.model", "tokenizer/*"]
+    folder = local_folder(source, allow, [*files, f"*.{variant}*" if variant else "*.safetensors"])
+    if variant is not None and allow and not _has_variant(folder, variant):
+        folder = local_folder(source, allow, [*files, "*.safetensors"])
+    return folder, _variant(folder, variant, part)
+
+
+def _encoder(
+    pipe: Any, folder: Path, variant: str | None, settings: Settings, device: torch.device
+) -> Callable[[], Encode]:
+    """Loads IF's T5 encoder and tokenizer when first called (in `variant` where its own files are there, as diffusers
+    chooses per part); encodes as IFPipeline.encode_prompt does."""
 
     def load() -> Encode:
         from transformers import T5EncoderModel, T5Tokenizer
 
-        options = _load_options(settings, device)
+        options = _load_options(_variant(folder / "text_encoder", variant, "stage I's text encoder"), device)
         encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **options).eval()
         pipe.tokenizer = T5Tokenizer.from_pretrained(folder, subfolder="tokenizer")
         offload = settings.deepfloyd_cpu_offload and device.type == "cuda"
@@ -135,9 +159,10 @@ def load_if(spec: ModelSpec, settings: Settings, device: torch.device, conn: red
     from diffusers import IFPipeline, IFSuperResolutionPipeline  # imports transformers: only where IF is served
 
     assert settings.deepfloyd_stage1 is not None, "the catalog lists deepfloyd-if as available only when configured"
-    options = {**_load_options(settings, device), "low_cpu_mem_usage": is_accelerate_available()}
-    folder = _folder(settings.deepfloyd_stage1, settings)
-    pipe = _placed(IFPipeline.from_pretrained(folder, **NOT_NEEDED, **options), settings, device)
+    low_cpu = {"low_cpu_mem_usage": is_accelerate_available()}
+    folder, variant = _folder(settings.deepfloyd_stage1, settings, "stage I")
+    pipe = IFPipeline.from_pretrained(folder, **NOT_NEEDED, **_load_options(variant, device), **low_cpu)
+    pipe = _placed(pipe, settings, device)
     stage1 = Stage(pipe.unet, _ddpm(pipe.scheduler), int(pipe.unet.config.sample_size))
     prompts: Prompts
     if settings.deepfloyd_prompt_embeds is not None:
@@ -148,15 +173,18 @@ def load_if(spec: ModelSpec, settings: Settings, device: torch.device, conn: red
         prompts = Cached(
             conn,
             encoder_id(settings.deepfloyd_stage1, config),
-            _encoder(pipe, folder, settings, device),
+            _encoder(pipe, folder, variant, settings, device),
             settings.prompt_cache_ttl_s,
         )
     model = IFModel(spec, stage1.process, device, stage1, prompts)
     if settings.deepfloyd_stage2 is None:
         return _without_stage2(model, "DEEPFLOYD_STAGE2 is not set")
     try:
-        folder2 = _folder(settings.deepfloyd_stage2, settings)
-        sr = _placed(IFSuperResolutionPipeline.from_pretrained(folder2, **NOT_NEEDED, **options), settings, device)
+        folder2, variant2 = _folder(settings.deepfloyd_stage2, settings, "stage II")
+        sr = IFSuperResolutionPipeline.from_pretrained(
+            folder2, **NOT_NEEDED, **_load_options(variant2, device), **low_cpu
+        )
+        sr = _placed(sr, settings, device)
     except Exception as exc:  # stage I serves on; upsampling says why it cannot
         log.exception("stage II of deepfloyd-if did not load")
         return _without_stage2(model, f"stage II did not load: {type(exc).__name__}: {exc}"[:300])

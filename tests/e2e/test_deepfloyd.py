@@ -196,6 +196,22 @@ def test_hybrid(client):
     assert names(job) == {"image_0.png", "image_1.png", "grid.png"}
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"decomposition": "color"},
+        {"decomposition": "scale", "scale_factor": 8},
+        {"prompts": [SKULL, WATERFALLS, PHOTO]},
+    ],
+    ids=["color", "scale", "three-bands"],
+)
+def test_factorized_hybrids(client, extra):
+    body = {"kind": "hybrid", "model": MODEL, "prompts": [SKULL, WATERFALLS], "n": 1, "seed": 2, "stride": 100}
+    job = succeeded(submit(client, {**body, **extra}))
+    assert job["result"]["decomposition"] == extra.get("decomposition", "frequency")
+    assert size(client, job, "image_0.png") == (STAGE1_SIZE, STAGE1_SIZE, 3)
+
+
 def test_upsample_an_image_and_any_kind_with_upsample_true(client):
     job = succeeded(
         submit(client, {"kind": "upsample", "model": MODEL, "image": photo(client), "prompt": PHOTO, "seed": 0})
