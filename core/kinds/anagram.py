@@ -12,7 +12,20 @@ class AnagramJob(Guidance, Stepping, Upsampled, JobBase):
 
     kind: Literal["anagram"]
     prompts: list[Annotated[str, Field(max_length=500)]] = Field(min_length=2, max_length=2)
-    view: Literal["flip", "rotate_180", "negate"] = "flip"
+    view: Literal[
+        "flip",
+        "rotate_180",
+        "negate",
+        "rotate_cw",
+        "rotate_ccw",
+        "transpose",
+        "skew",
+        "patch_permute",
+        "pixel_permute",
+        "jigsaw",
+        "inner_circle",
+        "square_hinge",
+    ] = "flip"
     n: Count = 1
 
 
