@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from core.kinds.train import TrainJob
     from models.datasets import DatasetError
     from models.training import TrainingDiverged
-    from worker.trainer import load_data, run_training
+    from worker.train_data import load_data
+    from worker.trainer import run_training
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -81,15 +81,15 @@ def spaced(num_timesteps: int, steps: int, spacing: str) -> list[int]:
     raise ValueError(f"unknown spacing {spacing!r}")
 
 
-def eps_and_x0(process: DDPM, x: torch.Tensor, est: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The noise estimate (the image's channels: a learned variance is the ancestral step's alone) and the clean
-    image it implies, both with the process's clipping applied (eps recomputed from the clipped x0)."""
+def clipped_eps(process: DDPM, x: torch.Tensor, est: torch.Tensor, t: float) -> torch.Tensor:
+    """The noise estimate (the image's channels: a learned variance is the ancestral step's alone), with the
+    process's clipping applied: recomputed from the clipped clean image, which `process.preview` then gives back."""
     eps = est[:, : x.shape[1]]
     if process.clip is None or t == CLEAN:
-        return eps, process.preview(x, eps, t)
+        return eps
     abar = process.abar(t)
     x0 = clamp(process.preview(x, eps, t), process.clip)
-    return (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar), x0
+    return (x - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
 
 
 @dataclass
@@ -107,7 +107,8 @@ class DDIM:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         t, t_next = self.times[i], self.times[i + 1]
         est = denoise(x, t)
-        eps, x0 = eps_and_x0(self.process, x, est, t)
+        eps = clipped_eps(self.process, x, est, t)
+        x0 = self.process.preview(x, eps, t)
         abar, abar_next = self.process.abar(t), self.process.abar(t_next)
         s = self.eta * math.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))
         out = math.sqrt(abar_next) * x0 + math.sqrt(max(1 - abar_next - s * s, 0.0)) * eps
@@ -182,7 +183,7 @@ class Wrapped:
             self._begun = True
         t = self.times[i]
         est = denoise(x, t)
-        eps, _ = eps_and_x0(self.process, x, est, t)
+        eps = clipped_eps(self.process, x, est, t)
         index = self.scheduler.step_index
         timestep = self.scheduler.timesteps[self.scheduler.begin_index if index is None else index]
         if self.sampler not in VE_STATE:
@@ -194,7 +195,7 @@ class Wrapped:
         state = self.scheduler.step(eps, timestep, state).prev_sample
         if self.sampler == "heun" and sigma_next > 0:  # the correction, from the estimate at the next time
             t_next, x_next = self.times[i + 1], state / math.sqrt(1 + sigma_next**2)
-            eps2, _ = eps_and_x0(self.process, x_next, denoise(x_next, t_next), t_next)
+            eps2 = clipped_eps(self.process, x_next, denoise(x_next, t_next), t_next)
             state = self.scheduler.step(eps2, self.scheduler.timesteps[self.scheduler.step_index], state).prev_sample
         return state / math.sqrt(1 + sigma_next**2), est
 

@@ -29,7 +29,8 @@ from worker.errors import InputError, JobCanceled
 from worker.hook import StepHook
 from worker.model_cache import get_cache
 from worker.outputs import Outputs
-from worker.trainer import Teacher, TrainData, Trained, TrainingProgress, load_data, reflow_data, run_training
+from worker.train_data import Teacher, TrainData, load_data, reflow_data
+from worker.trainer import Trained, TrainingProgress, run_training
 
 log = logging.getLogger(__name__)
 
