@@ -6,10 +6,10 @@
 
 The judge is bench/classifier.py, a LeNet trained on 4,500 mnist-5k digits (450 per class) and tested on the 500
 held out (the last 50 of each class). Every sample goes through the project's sampler (`start` + `sample_loop` with
-`CFG`, `Anagram`, `Hybrid` or `Inpaint` over the predictor a CPU worker uses), DDPM at all 300 steps, flow matching
-at 50, and is rounded to uint8 as the service's PNGs are before it is judged. --guidance-interval LO HI limits every
-guide to noise levels in [LO, HI], as a job's `guidance_interval` does; --clip-denoised clips each step's clean
-estimate to [0, 1], as a job's `clip_denoised` does. For each model:
+`CFG`, `MultiView`, `Factorized` or `Inpaint` over the predictor a CPU worker uses), DDPM at all 300 steps, flow
+matching at 50, and is rounded to uint8 as the service's PNGs are before it is judged. --guidance-interval LO HI
+limits every guide to noise levels in [LO, HI], as a job's `guidance_interval` does; --clip-denoised clips each
+step's clean estimate to [0, 1], as a job's `clip_denoised` does. For each model:
 
 1. CFG samples, --per-class of each class (gamma 5, sample i seeded --seed + i): the fraction the classifier reads
    as the class asked (target >= 98 %), and the Frechet distance (the FID formula) between the classifier's
@@ -67,9 +67,10 @@ from bench.sampling import (
     table,
     to_uint8,
 )
+from models.factorize import Frequency
 from models.filters import gaussian_blur
 from models.grid import make_grid
-from models.guidance import CFG, Anagram, Guide, Hybrid, Interval
+from models.guidance import CFG, Factorized, Guide, Interval, MultiView
 from models.imageio import encode_png
 from models.inference import CPU_CHUNK, chunked, for_inference
 from models.judge import digits, features, frechet_distance, logits, split
@@ -84,6 +85,7 @@ GUIDANCE = 5.0  # the spec's gamma; --guidance changes it
 ANAGRAMS = [(6, 9, "rotate_180"), (9, 6, "flip"), (1, 7, "flip")]  # (upright, under the view, view)
 HYBRIDS = [(1, 8), (0, 6)]  # (seen from afar: low frequencies, up close: high frequencies)
 HYBRID_KERNEL, HYBRID_SIGMA = 33, 2.0  # the service's defaults (core/kinds/ HybridJob)
+HYBRID_BANDS = Frequency(HYBRID_KERNEL, (HYBRID_SIGMA,))
 AFAR_KERNEL, AFAR_SIGMA = 9, 1.5  # "seen from afar": this blur, then the classifier
 INPAINT_STREAM = 1_000_003  # the kept pixels' noise: other generators than the samples' (as worker/generate.py)
 SEEDS = {"cfg": 0, "anagram": 100_000, "hybrid": 200_000, "inpaint": 300_000}  # added to --seed
@@ -122,9 +124,14 @@ def predicted(judge: Judge, images: torch.Tensor) -> torch.Tensor:
     return logits(judge.net, images).argmax(1)
 
 
-def sliced(make: Callable[..., Guide], *conditions: torch.Tensor, **options: Any) -> GuideFor:
-    """The guide `make(*conditions, **options)` of the samples in a slice: each (n,) condition sliced."""
-    return lambda part: make(*(c[part] for c in conditions), **options)
+def sliced(make: Callable[..., Guide], *conditions: Any, **options: Any) -> GuideFor:
+    """The guide `make(*conditions, **options)` of the samples in a slice: each (n,) condition, or each in a tuple of
+    them, sliced."""
+
+    def cut(c: Any, part: slice) -> Any:
+        return tuple(one[part] for one in c) if isinstance(c, tuple) else c[part]
+
+    return lambda part: make(*(cut(c, part) for c in conditions), **options)
 
 
 def sample_batched(
@@ -151,7 +158,7 @@ def sample_batched(
                 x = start(subject.process, subject.times, 0, gens, torch.empty(m, *shape))
                 guide = guide_for(part)
                 if subject.interval is not None:
-                    assert isinstance(guide, CFG | Anagram | Hybrid)
+                    assert isinstance(guide, CFG | MultiView | Factorized)
                     guide = Interval(guide, subject.process.sigma, *subject.interval)
                 x = sample_loop(
                     Native(subject.process, subject.times), predict, guide, x, gens, constrain, lambda _: bar.update()
@@ -204,6 +211,12 @@ def cfg_quality(
     }
 
 
+def rates(**hits: torch.Tensor) -> dict[str, float]:
+    """The fraction of samples each boolean (n,) tensor holds for, and for all of them ("both")."""
+    every = torch.stack(list(hits.values())).all(0)
+    return {**{name: float(hit.float().mean()) for name, hit in hits.items()}, "both": float(every.float().mean())}
+
+
 def anagram_quality(subject: Subject, judge: Judge, args: argparse.Namespace, save: Save) -> list[dict[str, Any]]:
     results = []
     n, uncond = args.anagram_n, labels(None, args.anagram_n)
@@ -214,23 +227,14 @@ def anagram_quality(subject: Subject, judge: Judge, args: argparse.Namespace, sa
             subject,
             n,
             args.seed + SEEDS["anagram"] + 1000 * k,
-            sliced(Anagram, p1, p2, uncond, view=view, scale=args.guidance),
+            sliced(MultiView, (p1, p2), uncond, views=(VIEWS["identity"], view), scale=args.guidance),
             args.batch,
             f"{subject.name} anagram {first}/{second} {view_name}",
         )
         upright = predicted(judge, images) == first
         save(f"anagram-{first}-{second}-{view_name}", torch.cat([images[:10], view.view(images[:10])]), 10)
         viewed = predicted(judge, view.view(images)) == second
-        results.append(
-            {
-                "prompts": [first, second],
-                "view": view_name,
-                "n": n,
-                "upright": float(upright.float().mean()),
-                "viewed": float(viewed.float().mean()),
-                "both": float((upright & viewed).float().mean()),
-            }
-        )
+        results.append({"prompts": [first, second], "view": view_name, "n": n, **rates(upright=upright, viewed=viewed)})
     return results
 
 
@@ -247,24 +251,15 @@ def hybrid_quality(subject: Subject, judge: Judge, args: argparse.Namespace, sav
             subject,
             n,
             args.seed + SEEDS["hybrid"] + 1000 * k,
-            sliced(Hybrid, lo, hi, uncond, kernel_size=HYBRID_KERNEL, sigma=HYBRID_SIGMA, scale=args.guidance),
+            sliced(Factorized, (lo, hi), uncond, decompose=HYBRID_BANDS, scale=args.guidance),
             args.batch,
             f"{subject.name} hybrid {low}/{high}",
         )
         from_afar = predicted(judge, afar(images)) == low
         save(f"hybrid-{low}-{high}", torch.cat([images[:10], afar(images[:10])]), 10)
         up_close = predicted(judge, images) == high
-        results.append(
-            {
-                "prompts": [low, high],
-                "n": n,
-                "kernel_size": HYBRID_KERNEL,
-                "sigma": HYBRID_SIGMA,
-                "afar": float(from_afar.float().mean()),
-                "close": float(up_close.float().mean()),
-                "both": float((from_afar & up_close).float().mean()),
-            }
-        )
+        bands = {"kernel_size": HYBRID_KERNEL, "sigma": HYBRID_SIGMA}
+        results.append({"prompts": [low, high], "n": n, **bands, **rates(afar=from_afar, close=up_close)})
     return results
 
 

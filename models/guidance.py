@@ -9,20 +9,21 @@ Every rule is a callable `rule(predict, x, t) -> estimate`, a wrapper around the
 An estimate may carry channels past the image's own: DeepFloyd IF's UNet returns its noise estimate and a learned
 variance (3 + 3 channels). The rules combine the image's channels; the rest comes from the conditional branch under
 CFG (as diffusers' IF pipelines take it), is brought back per view without the view's change of sign for an anagram,
-and is averaged for a hybrid.
+and is averaged over the views or components.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
 from models.factorize import Decomposition
-from models.filters import gaussian_blur, highpass
 from models.views import View
 
 Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Guide = Callable[[Predict, torch.Tensor, torch.Tensor], torch.Tensor]
+Reduction = Literal["mean", "sum", "alternate"]
 
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float, channels: int) -> torch.Tensor:
@@ -49,59 +50,51 @@ class CFG:
 
 
 @dataclass(frozen=True)
-class Anagram:
-    """Visual anagram (CS180 A 1.8): the mean of CFG(x, p1) and view^-1(CFG(view(x), p2)), in one pass: 2B images,
-    each under its prompt and the unconditional."""
+class MultiView:
+    """Visual anagrams (CS180 A 1.8; Geng et al., "Visual Anagrams", 2024): for each of 2-4 views,
+    view^-1(CFG(view(x), prompt)), combined by `reduction`, in one pass: K viewed copies of x, each under its prompt
+    and the unconditional. "mean" averages the views' estimates, "sum" adds them, "alternate" takes view i mod K at
+    the i-th of `model_times` (the run's times as the network sees them; every view is still evaluated, so a
+    conditioning image beside x, as stage II's, lines up with the viewed copies)."""
 
-    cond: torch.Tensor  # (B, ...) the upright reading
-    cond_viewed: torch.Tensor  # (B, ...) the reading under the view
+    conds: tuple[torch.Tensor, ...]  # each (B, ...), one per view
     uncond: torch.Tensor  # (B, ...)
-    view: View
+    views: tuple[View, ...]
+    reduction: Reduction = "mean"
     scale: float = 5.0
+    model_times: tuple[float, ...] = ()
 
     def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        xv = self.view.view(x)
-        both, tt = torch.cat([x, xv]), torch.cat([t, t])
+        k, ch = len(self.views), x.shape[1]
+        viewed, tt = torch.cat([v.view(x) for v in self.views]), t.repeat(k)
         if self.scale == 1.0:  # no guidance: no unconditional branch
-            e1, e2 = predict(both, tt, torch.cat([self.cond, self.cond_viewed])).chunk(2)
+            estimates = list(predict(viewed, tt, torch.cat(self.conds)).chunk(k))
         else:
-            c1, c2, u1, u2 = predict(
-                both, tt, torch.cat([self.cond, self.cond_viewed, self.uncond, self.uncond])
-            ).chunk(4)
-            ch = x.shape[1]
-            e1, e2 = cfg_combine(c1, u1, self.scale, ch), cfg_combine(c2, u2, self.scale, ch)
-        (i1, v1), (i2, v2) = _split(e1, x), _split(e2, x)
-        extra = None if v1 is None or v2 is None else (v1 + self.view.inverse_map(v2)) / 2
-        return _join((i1 + self.view.inverse(i2)) / 2, extra)
+            rows = predict(viewed, tt, torch.cat([*self.conds, *[self.uncond] * k])).chunk(2 * k)
+            estimates = [cfg_combine(c, u, self.scale, ch) for c, u in zip(rows[:k], rows[k:], strict=True)]
+        parts = [_split(e, x) for e in estimates]
+        images = [v.inverse(i) for v, (i, _) in zip(self.views, parts, strict=True)]
+        extras = [v.inverse_map(e) for v, (_, e) in zip(self.views, parts, strict=True) if e is not None]
+        if self.reduction == "alternate":
+            j = self._turn(float(t[0]))
+            return _join(images[j], extras[j] if extras else None)
+        image = sum(images[1:], images[0])
+        extra = sum(extras[1:], extras[0]) / k if extras else None
+        return _join(image / k if self.reduction == "mean" else image, extra)
 
-
-@dataclass(frozen=True)
-class Hybrid:
-    """Hybrid image (CS180 A 1.9): lowpass(CFG(p_low)) + highpass(CFG(p_high)), in one pass: x under 3 conditions."""
-
-    cond_low: torch.Tensor  # (B, ...) seen from afar
-    cond_high: torch.Tensor  # (B, ...) seen up close
-    uncond: torch.Tensor  # (B, ...)
-    kernel_size: int = 33
-    sigma: float = 2.0
-    scale: float = 5.0
-
-    def __call__(self, predict: Predict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.scale == 1.0:  # no guidance: no unconditional branch
-            e_low, e_high = predict(x, t, torch.cat([self.cond_low, self.cond_high])).chunk(2)
-        else:
-            low, high, u = predict(x, t, torch.cat([self.cond_low, self.cond_high, self.uncond])).chunk(3)
-            ch = x.shape[1]
-            e_low, e_high = cfg_combine(low, u, self.scale, ch), cfg_combine(high, u, self.scale, ch)
-        (i_low, v_low), (i_high, v_high) = _split(e_low, x), _split(e_high, x)
-        blended = gaussian_blur(i_low, self.kernel_size, self.sigma) + highpass(i_high, self.kernel_size, self.sigma)
-        return _join(blended, None if v_low is None or v_high is None else (v_low + v_high) / 2)
+    def _turn(self, t: float) -> int:
+        """Which view leads at model time t: the index of the nearest of `model_times`, mod K."""
+        if not self.model_times:
+            raise ValueError("alternate needs the run's model_times")
+        step = min(range(len(self.model_times)), key=lambda i: abs(self.model_times[i] - t))
+        return step % len(self.views)
 
 
 @dataclass(frozen=True)
 class Factorized:
     """Factorized diffusion (Geng et al. 2024): component k of CFG(prompt k), summed over the decomposition's
-    components, in one pass: x under k + 1 conditions. A 2-band `Frequency` is `Hybrid`'s rule."""
+    components, in one pass: x under k + 1 conditions. A 2-band `Frequency` is CS180 A 1.9's hybrid:
+    lowpass(CFG(p_low)) + highpass(CFG(p_high))."""
 
     conds: tuple[torch.Tensor, ...]  # each (B, ...), one per component, coarsest first
     uncond: torch.Tensor  # (B, ...)
@@ -131,7 +124,7 @@ def _join(image_part: torch.Tensor, extra_part: torch.Tensor | None) -> torch.Te
     return image_part if extra_part is None else torch.cat([image_part, extra_part], dim=1)
 
 
-Rule = CFG | Anagram | Hybrid | Factorized
+Rule = CFG | MultiView | Factorized
 
 
 @dataclass(frozen=True)

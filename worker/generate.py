@@ -1,4 +1,5 @@
-"""The kinds that run the sampling loop: iterative denoising, sampling, SDEdit, inpainting, anagrams, hybrids.
+"""The kinds that run the sampling loop: iterative denoising, sampling, SDEdit, inpainting (anagrams and hybrids:
+worker/anagram.py, worker/hybrid.py).
 
 Each is a start, a guidance rule and a constraint around `models.sampling.sample_loop` (docs/architecture.md, "The
 sampling loop").
@@ -10,22 +11,18 @@ from typing import Any
 
 import torch
 
-from core.kinds.anagram import AnagramJob
 from core.kinds.base import Admitted, Conditioned, Guidance, Stepping
 from core.kinds.denoise import DenoiseJob
-from core.kinds.hybrid import HybridJob
 from core.kinds.img2img import Img2ImgJob
 from core.kinds.inpaint import InpaintJob
 from core.kinds.sample import SampleJob
-from models.factorize import Color, Decomposition, Frequency, Motion, Scale
 from models.figures import is_frame
 from models.grid import make_grid
-from models.guidance import CFG, Anagram, Factorized, Guide, Hybrid, Interval, Rule
+from models.guidance import CFG, Guide, Interval, Rule
 from models.imageio import encode_gif
 from models.processes import NoiseProcess
 from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
 from models.solvers import Solver, make_solver
-from models.views import VIEWS
 from worker.hook import ProgressHook
 from worker.job_context import JobContext
 from worker.model_cache import Servable
@@ -220,42 +217,3 @@ def run_inpaint(admitted: Admitted[InpaintJob], ctx: JobContext) -> dict[str, An
     guide = cfg_for(ctx, req, req.n)
     generate([Part(ctx, req.n, seed)], guide, req, stage="inpainting", constrain=constrain)
     return {"seeds": [seed + i for i in range(req.n)], "masked_fraction": round(float(mask.mean()), 4), **ctx.notes}
-
-
-def run_anagram(admitted: Admitted[AnagramJob], ctx: JobContext) -> dict[str, Any]:
-    req, seed = admitted.req, admitted.seed
-    model = ctx.model
-    upright, viewed = (model.condition(p, None, req.n) for p in req.prompts)
-    view = VIEWS[req.view]
-    uncond = model.condition(None, None, req.n)
-    guide = guided(req, Anagram(upright, viewed, uncond, view, scale_of(req)), model.process)
-    (images,) = generate([Part(ctx, req.n, seed)], guide, req)
-    for i, image in enumerate(images):
-        ctx.outputs.save_png(f"view_{i}.png", view.view(image))  # the second reading, as the eye sees it turned
-    return {"seeds": [seed + i for i in range(req.n)], "view": req.view}
-
-
-def decomposition(req: HybridJob) -> Decomposition:
-    if req.decomposition == "color":
-        return Color()
-    if req.decomposition == "motion":
-        return Motion(req.motion_length)
-    if req.decomposition == "scale":
-        return Scale(req.scale_factor)
-    return Frequency(req.kernel_size, tuple(req.band_sigmas))
-
-
-def run_hybrid(admitted: Admitted[HybridJob], ctx: JobContext) -> dict[str, Any]:
-    """CS180's two-band hybrid by `Hybrid`; any other factorization (Geng et al. 2024) by `Factorized`, the same
-    rule generalised (a two-band `Frequency` through it gives Hybrid's pixels)."""
-    req, seed = admitted.req, admitted.seed
-    model = ctx.model
-    conds = tuple(model.condition(p, None, req.n) for p in req.prompts)
-    uncond = model.condition(None, None, req.n)
-    rule: Rule
-    if req.decomposition == "frequency" and len(conds) == 2 and req.sigmas is None:
-        rule = Hybrid(conds[0], conds[1], uncond, req.kernel_size, req.sigma, scale_of(req))
-    else:
-        rule = Factorized(conds, uncond, decomposition(req), scale_of(req))
-    generate([Part(ctx, req.n, seed)], guided(req, rule, model.process), req)
-    return {"seeds": [seed + i for i in range(req.n)], "decomposition": req.decomposition}

@@ -6,7 +6,7 @@ from typing import Any
 
 from core.kinds.base import Admitted, JobBase, Upsampled
 from core.settings import get_settings
-from worker import generate, noising, upsample
+from worker import anagram, generate, hybrid, noising, upsample
 from worker.job_context import JobContext, Runner
 
 BUILTIN: dict[str, Runner] = {
@@ -17,8 +17,8 @@ BUILTIN: dict[str, Runner] = {
     "sample": generate.run_sample,
     "img2img": generate.run_img2img,
     "inpaint": generate.run_inpaint,
-    "anagram": generate.run_anagram,
-    "hybrid": generate.run_hybrid,
+    "anagram": anagram.run_anagram,
+    "hybrid": hybrid.run_hybrid,
     "upsample": upsample.run_upsample,
 }
 RUNNERS: dict[str, Runner] = dict(BUILTIN)

@@ -6,7 +6,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from models.deepfloyd import if_predictor, low_res
-from models.guidance import CFG, Anagram, Hybrid, cfg_combine
+from models.factorize import Frequency
+from models.guidance import CFG, Factorized, MultiView, cfg_combine
 from models.processes import CLEAN, DDPM
 from models.schedules import from_betas
 from models.views import VIEWS
@@ -105,7 +106,8 @@ def test_anagram_variance_is_brought_back_per_view_without_the_views_sign():
     tags = torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([0.0])
     for name in ("flip", "rotate_180", "negate"):
         view = VIEWS[name]
-        out = Anagram(*tags, view, scale=1.0)(predict, x, torch.zeros(1))[0]
+        up, viewed, uncond = tags
+        out = MultiView((up, viewed), uncond, (VIEWS["identity"], view), scale=1.0)(predict, x, torch.zeros(1))[0]
         torch.testing.assert_close(out[:3], (e_up[:3] + view.inverse(e_view[None])[0, :3]) / 2)
         torch.testing.assert_close(out[3:], (e_up[3:] + view.inverse_map(e_view[None])[0, 3:]) / 2)
     negate = VIEWS["negate"]
@@ -116,9 +118,8 @@ def test_hybrid_averages_the_variance():
     x = rand(1, 3, 8, 8)
     e_low, e_high, e_u = rand(6, 8, 8), rand(6, 8, 8), rand(6, 8, 8)
     predict = fixed({1.0: e_low, 2.0: e_high, 0.0: e_u})
-    out = Hybrid(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([0.0]), 5, 1.0, scale=3.0)(
-        predict, x, torch.zeros(1)
-    )[0]
+    rule = Factorized((torch.tensor([1.0]), torch.tensor([2.0])), torch.tensor([0.0]), Frequency(5, (1.0,)), 3.0)
+    out = rule(predict, x, torch.zeros(1))[0]
     low, high = cfg_combine(e_low[None], e_u[None], 3.0, 3), cfg_combine(e_high[None], e_u[None], 3.0, 3)
     torch.testing.assert_close(out[3:], ((low + high) / 2)[0, 3:])
 

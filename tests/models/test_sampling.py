@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
+from models.factorize import Frequency
 from models.filters import gaussian_blur, highpass
-from models.guidance import CFG, Anagram, Hybrid, Interval
+from models.guidance import CFG, Factorized, Interval, MultiView
 from models.processes import CLEAN, DDPM, Flow, clipped
 from models.sampling import Inpaint, generators, sample_loop, start
 from models.schedules import linear_schedule, make_schedule
@@ -127,14 +128,14 @@ def test_cfg_with_scale_one_is_the_conditional_estimate():
 def test_an_anagram_of_the_identity_view_and_one_prompt_is_plain_cfg():
     x, t = torch.randn(2, 1, 4, 4), torch.full((2,), 0.3)
     cond, uncond = torch.tensor([3, 4]), torch.tensor([-1, -1])
-    anagram = Anagram(cond, cond, uncond, VIEWS["identity"], 5.0)
+    anagram = MultiView((cond, cond), uncond, (VIEWS["identity"], VIEWS["identity"]), scale=5.0)
     assert torch.allclose(anagram(toy_predict, x, t), CFG(cond, uncond, 5.0)(toy_predict, x, t), atol=1e-6)
 
 
 def test_a_hybrid_of_one_prompt_is_plain_cfg():
     x, t = torch.randn(2, 1, 16, 16), torch.full((2,), 0.3)
     cond, uncond = torch.tensor([3, 4]), torch.tensor([-1, -1])
-    hybrid = Hybrid(cond, cond, uncond, kernel_size=5, sigma=1.0, scale=5.0)
+    hybrid = Factorized((cond, cond), uncond, Frequency(5, (1.0,)), 5.0)
     assert torch.allclose(hybrid(toy_predict, x, t), CFG(cond, uncond, 5.0)(toy_predict, x, t), atol=1e-5)
 
 
@@ -158,11 +159,11 @@ def test_every_branch_goes_in_one_forward_pass_and_each_image_once():
     sample_loop(Native(process, times), counting, CFG(cond, uncond, 5.0), start(process, times, 0, gens, X1[:2]), gens)
     assert calls == [(2, 4)] * 5  # 2 images, each conditional and unconditional
     calls.clear()
-    anagram = Anagram(cond, cond, uncond, VIEWS["flip"])
+    anagram = MultiView((cond, cond), uncond, (VIEWS["identity"], VIEWS["flip"]))
     sample_loop(Native(process, times), counting, anagram, start(process, times, 0, gens, X1[:2]), gens)
     assert calls == [(4, 8)] * 5  # the images and their views, each under its prompt and unconditional
     calls.clear()
-    hybrid = Hybrid(cond, cond, uncond, kernel_size=3, sigma=1.0)
+    hybrid = Factorized((cond, cond), uncond, Frequency(3, (1.0,)))
     sample_loop(Native(process, times), counting, hybrid, start(process, times, 0, gens, X1[:2]), gens)
     assert calls == [(2, 6)] * 5
 
@@ -258,8 +259,8 @@ def test_an_interval_guides_inside_it_and_runs_the_conditional_branches_alone_ou
     x, cond, uncond = torch.randn(2, 1, 8, 8), torch.tensor([3, 4]), torch.tensor([-1, -1])
     guide = {
         "cfg": CFG(cond, uncond, 5.0),
-        "anagram": Anagram(cond, cond, uncond, VIEWS["flip"], 5.0),
-        "hybrid": Hybrid(cond, cond, uncond, kernel_size=3, sigma=1.0, scale=5.0),
+        "anagram": MultiView((cond, cond), uncond, (VIEWS["identity"], VIEWS["flip"]), scale=5.0),
+        "hybrid": Factorized((cond, cond), uncond, Frequency(3, (1.0,)), 5.0),
     }[rule]
     unguided_rule = dataclasses.replace(guide, scale=1.0)
     flow = Flow()
@@ -277,7 +278,8 @@ def test_at_scale_one_every_rule_is_its_conditional_estimates():
     cond, other, uncond = torch.tensor([3, 4]), torch.tensor([5, 6]), torch.tensor([-1, -1])
     view = VIEWS["rotate_180"]
     e1, e2 = toy_predict(x, t, cond), view.inverse(toy_predict(view.view(x), t, other))
-    assert torch.allclose(Anagram(cond, other, uncond, view, 1.0)(toy_predict, x, t), (e1 + e2) / 2, atol=1e-6)
-    hybrid = Hybrid(cond, other, uncond, kernel_size=5, sigma=1.0, scale=1.0)(toy_predict, x, t)
+    anagram = MultiView((cond, other), uncond, (VIEWS["identity"], view), scale=1.0)
+    assert torch.allclose(anagram(toy_predict, x, t), (e1 + e2) / 2, atol=1e-6)
+    hybrid = Factorized((cond, other), uncond, Frequency(5, (1.0,)), 1.0)(toy_predict, x, t)
     low, high = toy_predict(x, t, cond), toy_predict(x, t, other)
     assert torch.allclose(hybrid, gaussian_blur(low, 5, 1.0) + highpass(high, 5, 1.0), atol=1e-6)
