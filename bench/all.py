@@ -99,6 +99,22 @@ BENCHES = (
         ("bench/steps.py", "--per-class", "10"),
         900,
     ),
+    Bench(
+        "illusions",
+        "anagrams on mnist-ddpm (ddim, 10 steps): the best digit pair per view, a 3-view triple (2 screen seeds)",
+        (
+            "bench/illusions.py",
+            "--screen-seeds",
+            "2",
+            "--top",
+            "2",
+            "--triples",
+            "flip+rotate_cw",
+            "--triple-screen",
+            "20",
+        ),
+        420,
+    ),
 )
 
 

@@ -2,7 +2,8 @@
 components, each of which a hybrid job generates under its own prompt (models/guidance.py, `Factorized`).
 
 Each decomposition maps x (B, C, H, W) to its components, coarsest first; the last is x minus the others, so they
-sum to x exactly (tests/models/test_factorize.py). A hybrid of CS180 A 1.9 is `Frequency` with one sigma.
+sum to x exactly (tests/models/test_factorize.py). A hybrid of CS180 A 1.9 is `Frequency` with one sigma. `Hold`
+keeps one component on a reference image's (the paper's inverse problems).
 """
 
 import itertools
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from models.filters import gaussian_blur
+from models.forward import randn_like_per_sample
+from models.processes import NoiseProcess
 
 
 def _with_residual(x: torch.Tensor, parts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -65,3 +68,25 @@ class Scale:
 
 
 Decomposition = Frequency | Color | Motion | Scale
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A constraint after each step (models/sampling.py): component `index` of x_t is replaced by that component of
+    the reference noised to the new time, with the reference's own noise (`gens`, as `Inpaint` draws its known
+    pixels'). The decompositions are linear, so that is the component of the noised reference (ILVR's update, Choi
+    et al. 2021, which Geng et al. use for their inverse problems). At the clean end it is the reference's own.
+
+    The other components are x's, exactly. Where the decomposition is a projection (`Color`, `Scale`) the result's
+    component is the reference's too; a blur is not one (a band's blur is not the band), so under `Frequency` and
+    `Motion` the result's band is the reference's only up to what a second blur moves."""
+
+    process: NoiseProcess
+    decompose: Decomposition
+    index: int
+    reference: torch.Tensor  # (B, C, H, W) in the model's value range
+    gens: list[torch.Generator]  # one per sample
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        noised = self.process.noise_to(self.reference, t, randn_like_per_sample(self.reference, self.gens))
+        return x - self.decompose(x)[self.index] + self.decompose(noised)[self.index]

@@ -27,6 +27,34 @@ from tqdm import tqdm
 
 SCALE = 4  # nearest-neighbour upscaling of 28 px images for the page
 PAD = 2  # pixels of the page's background between tiles, before scaling
+ILLUSION = {"kind": "anagram", "model": "mnist-flow", "steps": 10}  # bench/illusions.py's setting (euler, gamma 5)
+VIEW_PAIRS = {  # view: (upright, under the view), the view's best pair in bench/illusions.py (BENCHMARKS.md)
+    "flip": ("5", "2"),
+    "rotate_180": ("3", "8"),
+    "rotate_cw": ("4", "2"),
+    "rotate_ccw": ("2", "4"),
+    "transpose": ("2", "4"),
+    "skew": ("2", "4"),
+    "patch_permute": ("5", "3"),
+    "pixel_permute": ("3", "5"),
+    "jigsaw": ("5", "7"),
+    "inner_circle": ("0", "3"),
+    "square_hinge": ("2", "0"),
+}
+ANIMATED = ("rotate_cw", "jigsaw", "inner_circle")  # views whose animation.gif the page shows
+TRIPLES = [  # (views, prompts): each 3-view set's best triple in bench/illusions.py
+    (["identity", "flip", "rotate_cw"], ["7", "2", "4"]),
+    (["identity", "rotate_cw", "rotate_ccw"], ["4", "2", "3"]),
+    (["identity", "rotate_180", "transpose"], ["5", "3", "0"]),
+]
+FACTORIZATIONS: list[dict[str, Any]] = [
+    {"prompts": ["1", "8"]},
+    {"prompts": ["0", "1", "8"]},
+    {"prompts": ["1", "8"], "decomposition": "motion", "motion_length": 9},
+    {"prompts": ["1", "8"], "decomposition": "scale", "scale_factor": 4},
+    {"prompts": ["8"], "image": {"dataset": "mnist-5k", "index": 3960}},
+    {"prompts": ["8"], "image": {"dataset": "mnist-5k", "index": 3960}, "decomposition": "scale", "scale_factor": 4},
+]
 DRAWN_STROKES = [[(92, 18), (34, 88), (110, 88)], [(88, 40), (92, 128)]]  # a "4" in two strokes
 
 
@@ -76,6 +104,11 @@ class Gallery:
     def artifact(self, job: dict[str, Any], name: str) -> Image.Image:
         data = self.client.get(f"/v1/jobs/{job['id']}/artifacts/{name}").raise_for_status().content
         return Image.open(io.BytesIO(data))
+
+    def reference(self, image: dict[str, Any]) -> Image.Image:
+        """A dataset image as the service reads it: through a `noise` job at sigma 0."""
+        job = self.run("references", {"kind": "noise", "model": "mnist-flow", "image": image, "sigmas": [0]})
+        return self.artifact(job, "image_0.png")
 
     def upload(self, data: bytes) -> str:
         answer = self.client.post("/v1/uploads", content=data, headers={"Content-Type": "image/png"})
@@ -178,7 +211,7 @@ def anagram(g: Gallery) -> None:
     for model in ("mnist-ddpm", "mnist-flow"):
         body = {"kind": "anagram", "model": model, "prompts": ["6", "9"], "view": "rotate_180", "n": 6, "seed": 3}
         job = g.run("anagram", body)
-        rows += [images(g, job), images(g, job, "view_")]
+        rows.append([g.artifact(job, "view_0.png"), g.artifact(job, "view_1.png")])
     g.save("anagram", rows)
 
 
@@ -190,6 +223,37 @@ def hybrid(g: Gallery) -> None:
     g.save("hybrid", rows)
 
 
+def every_view(g: Gallery) -> None:
+    """A row per view: the anagram upright, then under the view, for the view's best pair in bench/illusions.py."""
+    rows = []
+    for view, (upright, viewed) in VIEW_PAIRS.items():
+        body = {**ILLUSION, "prompts": [upright, viewed], "view": view, "n": 4, "seed": 0}
+        job = g.run("views", body)
+        rows.append([g.artifact(job, "view_0.png"), g.artifact(job, "view_1.png")])
+        if view in ANIMATED:
+            g.save_gif(f"views-{view}", g.artifact(job, "animation.gif"))
+    g.save("views", rows)
+
+
+def three_views(g: Gallery) -> None:
+    rows = []
+    for views, prompts in TRIPLES:
+        job = g.run("three-views", {**ILLUSION, "prompts": prompts, "views": views, "n": 4, "seed": 0})
+        rows.append([g.artifact(job, f"view_{k}.png") for k in range(3)])
+        g.save_gif(f"three-views-{'-'.join(views[1:])}", g.artifact(job, "animation.gif"))
+    g.save("three-views", rows)
+
+
+def factorized(g: Gallery) -> None:
+    """A row per factorization of `hybrid` on mnist-flow, six samples each; the reference rows start with it."""
+    rows = []
+    for body in FACTORIZATIONS:
+        job = g.run("factorized", {"kind": "hybrid", "model": "mnist-flow", "n": 6, "seed": 5, **body})
+        reference = [g.reference(body["image"])] if "image" in body else []
+        rows.append([*reference, *images(g, job)])
+    g.save("factorized", rows)
+
+
 FIGURES: dict[str, Callable[[Gallery], None]] = {
     "classes": classes,
     "interval": interval,
@@ -198,6 +262,9 @@ FIGURES: dict[str, Callable[[Gallery], None]] = {
     "sdedit": sdedit,
     "anagram": anagram,
     "hybrid": hybrid,
+    "views": every_view,
+    "three-views": three_views,
+    "factorized": factorized,
 }
 
 

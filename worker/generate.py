@@ -21,7 +21,7 @@ from models.grid import make_grid
 from models.guidance import CFG, Guide, Interval, Rule
 from models.imageio import encode_gif
 from models.processes import NoiseProcess
-from models.sampling import Inpaint, OnStep, Step, generators, sample_loop, start
+from models.sampling import Constrain, Inpaint, OnStep, Step, generators, sample_loop, start
 from models.solvers import Solver, make_solver
 from worker.hook import ProgressHook
 from worker.job_context import JobContext
@@ -114,7 +114,7 @@ def generate(
     stepping: Stepping,
     progress: ProgressHook | None = None,
     stage: str = "sampling",
-    constrain: Inpaint | None = None,
+    constrain: Constrain | None = None,
 ) -> list[torch.Tensor]:
     """The parts' samples from pure noise, in one loop; saves each part's image_{i}.png, grid.png (and frames.gif)
     unless its job was canceled; returns each part's images in [0, 1]. `progress`: the first part's job's hook."""

@@ -181,8 +181,8 @@ def test_inpainting_keeps_every_unmasked_pixel_exactly(client):
 @pytest.mark.parametrize("view", ["flip", "rotate_180", "negate"])
 def test_anagrams_under_each_view(client, view):
     job = succeeded(submit(client, {"kind": "anagram", "model": MODEL, "prompts": [OLD_MAN, CAMPFIRE], "view": view}))
-    assert names(job) == {"image_0.png", "view_0.png"}
-    upright, turned = (decode(artifact(client, job, f"{n}_0.png")) for n in ("image", "view"))
+    assert names(job) == {"image_0.png", "view_0.png", "view_1.png", "animation.gif"}
+    upright, turned = (decode(artifact(client, job, n)) for n in ("image_0.png", "view_1.png"))
     if view == "flip":
         assert np.array_equal(turned, upright[::-1])
     elif view == "rotate_180":

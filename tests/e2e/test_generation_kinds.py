@@ -140,8 +140,8 @@ def test_anagram_and_hybrid(client):
             },
         )
     )
-    assert names(job) == {"image_0.png", "view_0.png"}
-    upright, turned = (decode(artifact(client, job, n)) for n in ("image_0.png", "view_0.png"))
+    assert names(job) == {"image_0.png", "view_0.png", "view_1.png", "animation.gif"}
+    upright, turned = (decode(artifact(client, job, n)) for n in ("image_0.png", "view_1.png"))
     assert np.array_equal(np.rot90(upright, 2), turned)
     job = succeeded(
         submit(client, {"kind": "hybrid", "model": "mnist-flow", "prompts": ["1", "8"], "steps": 4, "n": 2})
