@@ -30,7 +30,8 @@ function fieldError(name, message) {
 /** An error envelope next to the fields it names (the key's for a 401), else under the form. */
 function showError(error, kind) {
   if (!(error instanceof ApiError)) {
-    $("form-error").textContent = error.message || String(error);
+    const atField = error.field !== undefined && fieldError(error.field, `${error.field}: ${error.message}`);
+    if (!atField) $("form-error").textContent = error.message || String(error);
     return;
   }
   if (error.status === 401) {

@@ -1,6 +1,7 @@
 // A job form built from the OpenAPI schema of POST /v1/jobs: one field per property of the kind's request schema,
 // its control chosen by the property's type (enum, boolean, number, list, image input), its limits and default
-// taken from the schema. Empty fields are left out of the body, so the server fills in its defaults.
+// taken from the schema. Empty fields, and choices left at their default, are left out of the body, so the server
+// fills in its defaults.
 
 import { imageInput } from "./image_input.js";
 
@@ -52,12 +53,30 @@ function parseScalar(text, schema) {
   return text;
 }
 
+/** A list of objects (or nulls), typed as JSON: e.g. `view_args`. */
+function jsonList(id) {
+  const input = el("input", { id, type: "text", placeholder: 'a JSON list, e.g. [null, {"seed": 1}]' });
+  const read = () => {
+    if (input.value.trim() === "") return undefined;
+    let value;
+    try {
+      value = JSON.parse(input.value);
+    } catch {
+      throw new Error("not JSON: a list of objects or nulls, e.g. [null, {\"seed\": 1}]");
+    }
+    if (!Array.isArray(value)) throw new Error("must be a JSON list, e.g. [null, {\"seed\": 1}]");
+    return value;
+  };
+  return { element: input, read };
+}
+
 /** One control for one property: {element, read()} where read() gives the value to send, or undefined. */
 function control(name, prop, id, context) {
   const { options, nullable } = alternatives(prop);
   if (options.some((s) => s.$ref === IMAGE_INPUT)) return imageInput(name, id, context);
   const array = options.find((s) => s.type === "array");
   const scalar = options.find((s) => s.type !== "array");
+  if (array && alternatives(array.items || {}).options.some((s) => s.type === "object")) return jsonList(id);
   if (array) {
     const item = array.items || {};
     const example = item.enum ? `of ${item.enum.join(", ")}` : item.type === "string" ? "e.g. a, b" : "e.g. 1, 2, 3";
@@ -75,7 +94,7 @@ function control(name, prop, id, context) {
     const select = el("select", { id });
     if (nullable || prop.default === undefined) select.append(el("option", { value: "", text: "(default)" }));
     for (const value of scalar.enum) select.append(el("option", { value, text: value, selected: value === prop.default }));
-    return { element: select, read: () => select.value || undefined };
+    return { element: select, read: () => (select.value && select.value !== prop.default ? select.value : undefined) };
   }
   if (scalar.type === "boolean") {
     const box = el("input", { id, type: "checkbox", checked: prop.default === true });
