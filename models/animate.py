@@ -37,7 +37,7 @@ class Path:
     centre: tuple[float, float]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)
 def _signed_source(view: View, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(the flat source pixel of each output pixel, its sign), read off the view applied to an index image."""
     index = torch.arange(1, h * w + 1, dtype=torch.float64).view(1, 1, h, w)
@@ -56,7 +56,7 @@ def _turned(pos: torch.Tensor, centre: tuple[float, float], quarter_turns: int) 
     return torch.stack([y + centre[0], x + centre[1]], dim=1)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # 3 MB each at 256 px
 def path(a: View, b: View, h: int, w: int) -> Path:
     """The move from a(x) to b(x): the pixel at p in a(x) goes where b puts the same source pixel."""
     src_a, sign_a = _signed_source(a, h, w)

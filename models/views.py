@@ -172,7 +172,10 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.flatten(-2)[..., index].view(x.shape)
 
 
+@functools.lru_cache(maxsize=256)
 def _permutation_view(name: str, args: Args, base: int | None) -> View:
+    """One View object per (name, arguments, base): what caches keyed by a view (models/animate.py) hit."""
+
     def square(x: torch.Tensor) -> int:
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"view {name!r} needs a square image, not {tuple(x.shape[-2:])}")

@@ -178,3 +178,9 @@ def test_a_view_made_for_one_base_refuses_a_side_that_is_not_a_multiple_of_it():
     view = make_view("pixel_permute", {"seed": 1}, 16)
     with pytest.raises(ValueError, match="multiples of 16"):
         view.view(torch.zeros(1, 1, 24, 24))
+
+
+def test_a_view_made_twice_with_the_same_arguments_is_the_same_object():
+    """So that what is cached per view (models/animate.py) is reused from job to job."""
+    assert make_view("jigsaw", {"seed": 1}, 64) is make_view("jigsaw", {"seed": 1, "patch_size": None}, 64)
+    assert make_view("jigsaw", {"seed": 1}, 64) is not make_view("jigsaw", {"seed": 2}, 64)
