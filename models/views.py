@@ -220,18 +220,4 @@ def make_view(name: str, args: Mapping[str, Any] | None = None, base: int | None
     return _permutation_view(name, tuple(sorted(given.items())), base)
 
 
-VIEWS = {
-    name: make_view(name)
-    for name in [
-        *_SIGNED,
-        "rotate_cw",
-        "rotate_ccw",
-        "transpose",
-        "skew",
-        "patch_permute",
-        "pixel_permute",
-        "jigsaw",
-        "inner_circle",
-        "square_hinge",
-    ]
-}
+VIEWS = {name: make_view(name) for name in [*_SIGNED, *_FIXED, *PARAMS]}  # each view at its defaults

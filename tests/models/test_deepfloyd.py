@@ -139,9 +139,9 @@ def test_the_stage_one_predictor_runs_every_branch_in_one_pass_as_separate_passe
     torch.testing.assert_close(guided[:, 3:], alone[:2, 3:], rtol=1e-4, atol=1e-4)
 
 
-def test_the_stage_two_predictor_sees_the_noised_low_resolution_image():
-    torch.manual_seed(0)  # test-only weights
-    unet = _unet(
+def stage_two_unet() -> torch.nn.Module:
+    """A tiny random stage II UNet: 6 input channels (x and the low-resolution image), noise level as class."""
+    return _unet(
         6,
         STAGE2_SIZE,
         class_embed_type="timestep",
@@ -149,6 +149,11 @@ def test_the_stage_two_predictor_sees_the_noised_low_resolution_image():
         time_embedding_act_fn="gelu",
         time_embedding_dim=32,
     ).eval()
+
+
+def test_the_stage_two_predictor_sees_the_noised_low_resolution_image():
+    torch.manual_seed(0)  # test-only weights
+    unet = stage_two_unet()
     noising = DDPM(from_betas(DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").betas))
     small = rand(1, 3, STAGE1_SIZE, STAGE1_SIZE).clamp(-1, 1)
     noise = rand(1, 3, STAGE2_SIZE, STAGE2_SIZE)

@@ -8,8 +8,9 @@ import torch
 from models.deepfloyd import LowRes, if_predictor
 from models.guidance import CFG, MultiView
 from models.views import VIEWS, View, make_view
+from tests.models.test_deepfloyd import stage_two_unet
 from tests.models.test_sampling import toy_predict
-from tests.tiny_if import STAGE1_SIZE, STAGE2_SIZE, _unet
+from tests.tiny_if import STAGE1_SIZE, STAGE2_SIZE
 
 THREE = ("identity", "rotate_cw", "pixel_permute")
 FOUR = ("identity", "flip", "jigsaw", "negate")
@@ -75,14 +76,7 @@ def test_stage_two_with_its_condition_viewed_per_view_is_each_view_run_alone(red
     """Stage II's UNet sees x beside its low-resolution image, row for row: with the image viewed as MultiView views
     x, each view's estimate is the one a pass on that view alone (its image and its condition viewed) gives."""
     torch.manual_seed(0)  # test-only weights
-    unet = _unet(
-        6,
-        STAGE2_SIZE,
-        class_embed_type="timestep",
-        mid_block_scale_factor=1.414,
-        time_embedding_act_fn="gelu",
-        time_embedding_dim=32,
-    ).eval()
+    unet = stage_two_unet()
     names, args = ("identity", "pixel_permute", "negate"), ({}, {"seed": 2}, {})
     views = tuple(make_view(name, a, STAGE1_SIZE) for name, a in zip(names, args, strict=True))
     g = torch.Generator().manual_seed(1)
