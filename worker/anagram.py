@@ -42,15 +42,10 @@ def multi_view(
     return MultiView(conds, model.condition(None, None, n), views, req.reduction, scale, model_times)
 
 
-def _value_space(ctx: JobContext, images: torch.Tensor) -> torch.Tensor:
-    lo, hi = ctx.model.spec.value_range
-    return images * (hi - lo) + lo
-
-
 def save_views(ctx: JobContext, images: torch.Tensor, views: Sequence[View], prefix: str) -> list[str]:
     """`images` (n, C, H, W) in [0, 1] under each view k as {prefix}{k}.png (one image, or a row of n), the view
     applied in the model's value space (so `negate` negates about the range's middle on IF's [-1, 1])."""
-    x, n = _value_space(ctx, images), images.shape[0]
+    x, n = ctx.from_unit(images), images.shape[0]
     names = []
     for k, view in enumerate(views):
         viewed = ctx.to_unit(view.view(x)).clamp(0, 1)
@@ -61,7 +56,7 @@ def save_views(ctx: JobContext, images: torch.Tensor, views: Sequence[View], pre
 
 def save_animation(ctx: JobContext, images: torch.Tensor, views: Sequence[View]) -> None:
     """animation.gif: the samples (a row of n) turning from each view to the next (models/animate.py)."""
-    frames = animation_frames(_value_space(ctx, images), views, ctx.to_unit)
+    frames = animation_frames(ctx.from_unit(images), views, ctx.to_unit)
     grids = [make_grid(frame, nrow=frame.shape[0]) for frame in frames]
     ctx.outputs.save("animation.gif", encode_gif(grids, duration_ms=FRAME_MS), "image/gif")
 
@@ -70,7 +65,8 @@ def run_anagram(admitted: Admitted[AnagramJob], ctx: JobContext) -> dict[str, An
     req, seed = admitted.req, admitted.seed
     model = ctx.model
     views = anagram_views(req, model.spec.image_size)
-    rule = multi_view(model, req, req.n, views, scale_of(req), model.process, solver_for(model, req).times)
+    times = solver_for(model, req).times if req.reduction == "alternate" else []  # only `alternate` takes turns
+    rule = multi_view(model, req, req.n, views, scale_of(req), model.process, times)
     (images,) = generate([Part(ctx, req.n, seed)], guided(req, rule, model.process), req)
     if not ctx.hook.stopped:
         save_views(ctx, images, views, "view_")

@@ -32,7 +32,11 @@ class JobContext:
         if native and x.shape[-2:] != (spec.image_size, spec.image_size):
             self.notes[f"{name}_resized_from"] = list(x.shape[-2:])
             x = resize(x, (spec.image_size, spec.image_size)).clamp(0, 1)
-        lo, hi = spec.value_range
+        return self.from_unit(x)
+
+    def from_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """From [0, 1] to the model's value range, on the model's device: `to_unit`'s inverse."""
+        lo, hi = self.model.spec.value_range
         return (x * (hi - lo) + lo).to(self.model.device)
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:

@@ -98,14 +98,13 @@ def upsample_outputs(admitted: Admitted[JobBase], ctx: JobContext) -> dict[str, 
         return {}
     order = sorted(made)
     side = model.stage1.size
-    lo, hi = model.spec.value_range
-    images = torch.cat([_sized(made[i][None], side) for i in order]) * (hi - lo) + lo  # (N, 3, s, s)
+    images = ctx.from_unit(torch.cat([_sized(made[i][None], side) for i in order]))  # (N, 3, s, s)
     conditioning = Conditioned(prompt=getattr(req, "prompt", None), guidance_scale=defaults["guidance_scale"])
     solving = req if isinstance(req, Solving) and req.sampler != "ddpm" else Solving()
     steps = model.spec.samplers[solving.sampler].default_steps if solving.sampler else defaults["steps"]
     anagram = (req, anagram_views(req, side)) if isinstance(req, AnagramJob) else None
     noise_level = defaults["noise_level"]
-    out = upsample(ctx, images.to(model.device), conditioning, solving, steps, noise_level, admitted.seed, anagram)
+    out = upsample(ctx, images, conditioning, solving, steps, noise_level, admitted.seed, anagram)
     names = [f"upsampled_{i}.png" for i in order]
     for name, image in zip(names, out, strict=True):
         ctx.outputs.save_png(name, image)
