@@ -1,6 +1,6 @@
 """`anagram`: one image that reads as a different prompt under each of its 2-4 views (CS180 A 1.8; Geng et al.,
 "Visual Anagrams"), sampled with the `MultiView` rule (models/guidance.py). Stage II of DeepFloyd IF upsamples it
-under the same views (worker/upsample.py)."""
+under the same views (`stage_two`)."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +10,7 @@ import torch
 from core.kinds.anagram import AnagramJob
 from core.kinds.base import Admitted
 from models.animate import animation_frames
+from models.deepfloyd import LowRes
 from models.grid import make_grid
 from models.guidance import MultiView
 from models.imageio import encode_gif
@@ -18,6 +19,7 @@ from models.views import View, make_view
 from worker.generate import Part, generate, guided, scale_of, solver_for
 from worker.job_context import JobContext
 from worker.model_cache import Servable
+from worker.stage_two import StageTwoInputs, StageTwoRule
 
 FRAME_MS = 60  # animation.gif: 20 frames (8 held, 12 moving) per view, about 1.2 s each
 
@@ -73,3 +75,16 @@ def run_anagram(admitted: Admitted[AnagramJob], ctx: JobContext) -> dict[str, An
         save_animation(ctx, images, views)
     shorthand = {"view": req.view} if req.views is None else {}
     return {"seeds": [seed + i for i in range(req.n)], "views": req.view_names, "reduction": req.reduction, **shorthand}
+
+
+def stage_two(req: AnagramJob, at: StageTwoInputs) -> StageTwoRule:
+    """Stage II under the job's views (their arguments at stage I's side) and prompts, the low-resolution condition
+    viewed as MultiView views x, row for row; each view of the result saved as upsampled_view_{k}.png."""
+    views = anagram_views(req, at.base)
+    viewed = LowRes(torch.cat([v.view(at.condition.image) for v in views]), at.condition.noise_level)  # (K N, ...)
+    rule = multi_view(at.ctx.model, req, at.n, views, at.scale, at.stage.process, at.times)
+
+    def save(images: torch.Tensor) -> dict[str, Any]:
+        return {"upsampled_views": save_views(at.ctx, images, views, "upsampled_view_")}
+
+    return StageTwoRule(rule, viewed, save=save)

@@ -74,7 +74,12 @@ class IFModel:
         return embeds.to(self.device).expand(n, -1, -1)
 
     def clipped(self) -> "IFModel":
-        return replace(self, process=clipped(self.process, *self.spec.value_range))
+        """Both stages' loops with each step's clean estimate clipped to the value range (a job's `clip_denoised`)."""
+        lo, hi = self.spec.value_range
+        stage2 = (
+            None if self.stage2 is None else replace(self.stage2, process=replace(self.stage2.process, clip=(lo, hi)))
+        )
+        return replace(self, process=clipped(self.process, lo, hi), stage2=stage2)
 
 
 def _ddpm(scheduler: Any) -> DDPM:

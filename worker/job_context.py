@@ -25,13 +25,18 @@ class JobContext:
     outputs: Outputs
     notes: dict[str, Any] = field(default_factory=dict)  # goes into the job's result
 
-    def image(self, image: ImageInput, native: bool = False, name: str = "image") -> torch.Tensor:
-        """(1, C, H, W) in the model's value range; `native`: resized to the model's size (noted in the result)."""
+    def image(
+        self, image: ImageInput, native: bool = False, name: str = "image", side: int | None = None
+    ) -> torch.Tensor:
+        """(1, C, H, W) in the model's value range; `native`: resized to the model's size (noted in the result);
+        `side`: resized to side x side (stage II's)."""
         spec = self.model.spec
         x = load_image(image, self.store, spec.channels)
         if native and x.shape[-2:] != (spec.image_size, spec.image_size):
             self.notes[f"{name}_resized_from"] = list(x.shape[-2:])
-            x = resize(x, (spec.image_size, spec.image_size)).clamp(0, 1)
+            side = spec.image_size
+        if side is not None and x.shape[-2:] != (side, side):
+            x = resize(x, (side, side)).clamp(0, 1)
         return self.from_unit(x)
 
     def from_unit(self, x: torch.Tensor) -> torch.Tensor:

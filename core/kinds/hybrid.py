@@ -41,6 +41,9 @@ class HybridJob(Guidance, Stepping, Upsampled, JobBase):
         "omitted: [sigma] for 2 bands, [2 sigma, sigma / 2] for 3",
     )
     motion_length: Annotated[int, Field(ge=3, le=65)] = Field(default=9, description="motion: the blur's length, odd")
+    motion_angle: Annotated[float, Field(ge=-180, le=180)] = Field(
+        default=0.0, description="motion: the blur's direction in degrees, counter-clockwise from horizontal"
+    )
     scale_factor: Annotated[int, Field(ge=2, le=64)] = Field(
         default=4, description="scale: the block side, a divisor of the image's side"
     )

@@ -1,10 +1,12 @@
 """Decompositions of factorized diffusion (models/factorize.py) sum to the image exactly, the `Factorized` rule
 generalises CS180 A 1.9's hybrid (models/guidance.py), and `Hold` keeps a component on a reference image's."""
 
+import math
+
 import pytest
 import torch
 
-from models.factorize import Color, Frequency, Hold, Motion, Scale
+from models.factorize import Color, Frequency, Hold, Motion, Scale, motion_kernel
 from models.filters import gaussian_blur, highpass
 from models.guidance import CFG, Factorized
 from models.processes import CLEAN, DDPM, Flow
@@ -120,3 +122,54 @@ def test_a_sampling_run_under_hold_ends_on_the_references_component(decompose):
     assert torch.allclose(decompose(held)[0], decompose(REF)[0], atol=1e-5)
     assert not torch.allclose(decompose(free)[0], decompose(REF)[0], atol=1e-2)
     assert not torch.allclose(decompose(held)[1], decompose(REF)[1], atol=1e-2)  # the rest is generated
+
+
+def test_a_scaled_decomposition_splits_an_image_f_times_the_side_as_the_small_one():
+    """Stage II of DeepFloyd IF (worker/hybrid.py): on an image upscaled f times, the scaled decomposition's coarse
+    component is the small one's, upscaled: exactly for a block average, within a few per cent for the blurs."""
+    small = gaussian_blur(X, 9, 1.5)  # smooth enough that upscaling adds little of its own
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+
+    nearest = small.repeat_interleave(4, -2).repeat_interleave(4, -1)
+    expected = Scale(4)(small)[0].repeat_interleave(4, -2).repeat_interleave(4, -1)
+    assert torch.allclose(Scale(4).scaled(4)(nearest)[0], expected, atol=1e-6)
+    assert Color().scaled(4) == Color() and Motion(9).scaled(4) == Motion(37)
+    assert Frequency(33, (2.0, 0.5)).scaled(4) == Frequency(133, (8.0, 2.0))
+    for decompose in (Frequency(17, (2.0,)), Motion(5)):
+        want = up(decompose(small)[0])[..., 16:-16, 16:-16]  # away from the border, where padding differs
+        got, unscaled = (d(up(small))[0][..., 16:-16, 16:-16] for d in (decompose.scaled(4), decompose))
+        error, error_unscaled = ((g - want).norm() / want.norm() for g in (got, unscaled))
+        assert error < 0.05 and error_unscaled > 3 * error, (decompose, float(error), float(error_unscaled))
+
+
+@pytest.mark.parametrize("length", [3, 9, 33])
+@pytest.mark.parametrize("angle", [0.0, 30.0, 45.0, 90.0, -60.0, 135.0, 180.0])
+def test_a_motion_kernel_is_a_line_of_unit_weight_through_the_centre(length, angle):
+    kernel = motion_kernel(length, angle)
+    h, w = kernel.shape
+    assert h % 2 == 1 and w % 2 == 1 and max(h, w) <= length
+    assert torch.isclose(kernel.sum(), torch.tensor(1.0, dtype=kernel.dtype)) and (kernel >= 0).all()
+    assert torch.allclose(kernel, kernel.flip(0, 1))  # the line runs both ways from the centre
+    ys, xs = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    theta = math.radians(angle)
+    off_line = (xs * math.sin(theta) + ys * math.cos(theta)).abs()  # each pixel's distance from the line
+    assert float((kernel * off_line).sum()) < 0.5  # the weight sits within half a pixel of the line, on average
+
+
+def test_horizontal_and_vertical_motion_are_boxes_and_each_others_transpose():
+    assert torch.equal(motion_kernel(9, 0.0), torch.full((1, 9), 1 / 9, dtype=torch.float64))
+    assert torch.equal(motion_kernel(9, 90.0), motion_kernel(9, 0.0).T)
+    assert torch.equal(motion_kernel(9, 180.0), motion_kernel(9, 0.0))
+    across = Motion(9, 90.0)(X.transpose(-1, -2))[0].transpose(-1, -2)
+    assert torch.allclose(Motion(9)(X)[0], across, atol=1e-6)
+
+
+def test_a_diagonal_motion_blur_smooths_along_its_line_not_across_it():
+    blurred, sharp = Motion(9, 45.0)(X)
+    assert torch.allclose(blurred + sharp, X, atol=1e-6)
+    along = (blurred[..., 1:, :-1] - blurred[..., :-1, 1:]).abs().mean()  # up and to the right: 45 degrees
+    across = (blurred[..., 1:, 1:] - blurred[..., :-1, :-1]).abs().mean()
+    assert along < across / 2, (float(along), float(across))
+    assert Motion(9, 45.0).scaled(4) == Motion(37, 45.0)
