@@ -51,6 +51,7 @@ FACTORIZATIONS: list[dict[str, Any]] = [
     {"prompts": ["1", "8"]},
     {"prompts": ["0", "1", "8"]},
     {"prompts": ["1", "8"], "decomposition": "motion", "motion_length": 9},
+    {"prompts": ["1", "8"], "decomposition": "motion", "motion_length": 9, "motion_angle": 45},
     {"prompts": ["1", "8"], "decomposition": "scale", "scale_factor": 4},
     {"prompts": ["8"], "image": {"dataset": "mnist-5k", "index": 3960}},
     {"prompts": ["8"], "image": {"dataset": "mnist-5k", "index": 3960}, "decomposition": "scale", "scale_factor": 4},
