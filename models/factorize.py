@@ -7,6 +7,7 @@ side (DeepFloyd IF's stage II). A hybrid of CS180 A 1.9 is `Frequency` with one 
 a reference image's (the paper's inverse problems).
 """
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, replace
@@ -53,6 +54,7 @@ class Color:
         return self  # per pixel: the same at any size
 
 
+@functools.lru_cache(maxsize=64)  # built in Python; a job's loop asks for the same one at every step
 def motion_kernel(length: int, angle: float) -> torch.Tensor:
     """(h, w) weights summing to 1: `length` points one pixel apart on a line through the centre at `angle` degrees
     (counter-clockwise from horizontal), each splatted bilinearly onto the pixel grid; cropped to the rows and
