@@ -46,7 +46,8 @@ def test_the_illusion_figures_are_made_from_real_jobs(stack: Stack, tmp_path: Pa
     assert all(Image.open(tmp_path / g).n_frames > 1 for g in gifs)
     assert Image.open(tmp_path / "factorized.png").format == "PNG"
     recorded = json.loads((tmp_path / "requests.json").read_text())
-    assert [len(recorded[f]) for f in figures] == [3, 6]
+    assert [len(recorded[f]) for f in figures] == [3, 7]
+    assert [r["request"].get("motion_angle") for r in recorded["factorized"]].count(45) == 1
     assert {r["request"]["views"][0] for r in recorded["three-views"]} == {"identity"}
     assert sum("image" in r["request"] for r in recorded["factorized"]) == 2
     assert all(len(r["job_id"]) > 8 for f in figures for r in recorded[f])
