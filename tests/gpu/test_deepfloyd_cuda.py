@@ -17,8 +17,17 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 BODIES = [
     {"kind": "sample", "prompt": PHOTO, "n": 4, "frames": True, "upsample": True},
     {"kind": "img2img", "image": {"dataset": "mnist-5k", "index": 0}, "prompt": PHOTO},
-    {"kind": "anagram", "prompts": [PHOTO, "a pencil"], "view": "rotate_180"},
+    {"kind": "anagram", "prompts": [PHOTO, "a pencil", PHOTO], "views": ["identity", "rotate_180", "jigsaw"]},
+    {"kind": "anagram", "prompts": [PHOTO, "a pencil"], "view": "rotate_180", "upsample": True},
     {"kind": "hybrid", "prompts": [PHOTO, "a pencil"]},
+    {
+        "kind": "hybrid",
+        "decomposition": "color",
+        "prompts": ["a pencil"],
+        "image": {"dataset": "mnist-5k", "index": 0},
+        "clip_denoised": True,
+        "upsample": True,
+    },
     {"kind": "denoise", "image": {"dataset": "mnist-5k", "index": 0}, "method": "iterative"},
 ]
 
@@ -36,7 +45,7 @@ def cuda_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield stack
 
 
-@pytest.mark.parametrize("body", BODIES, ids=[b["kind"] for b in BODIES])
+@pytest.mark.parametrize("body", BODIES, ids=[f"{b['kind']}-{i}" for i, b in enumerate(BODIES)])
 def test_each_kind_runs_in_fp16_and_gives_its_memory_back(cuda_stack: Stack, api_key: str, body: dict) -> None:
     with client_for(cuda_stack, api_key) as client:
         job = submit(client, {"model": MODEL, "seed": 0, **body}).json()
