@@ -93,13 +93,14 @@ class AnagramJob(Guidance, Stepping, Upsampled, JobBase):
         """The views, one per prompt: `views`, or ["identity", view]."""
         return list(self.views) if self.views is not None else ["identity", self.view]
 
+    def given_args(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each view with the arguments the request gives it ({} for none)."""
+        given = self.view_args or [None] * len(self.view_names)
+        return [(name, args or {}) for name, args in zip(self.view_names, given, strict=True)]
+
     def view_params(self) -> list[dict[str, Any]]:
         """Each view's arguments with their defaults (patch_size None: a 4 x 4 grid), as models/views.py takes them."""
-        given = self.view_args or [None] * len(self.view_names)
-        return [
-            VIEW_ARGS.get(name, NoArgs).model_validate(a or {}).model_dump()
-            for name, a in zip(self.view_names, given, strict=True)
-        ]
+        return [VIEW_ARGS.get(name, NoArgs).model_validate(args).model_dump() for name, args in self.given_args()]
 
 
 def _check_views(req: AnagramJob) -> None:
@@ -131,9 +132,8 @@ def _check_args(k: int, name: str, given: dict[str, Any], side: int) -> None:
 def check(req: AnagramJob, spec: ModelSpec, door: Door) -> None:
     """One view per prompt, `view_args` aligned with them, each view's arguments valid for the model's images."""
     _check_views(req)
-    given = req.view_args or [None] * len(req.view_names)
-    for k, (name, args) in enumerate(zip(req.view_names, given, strict=True)):
-        _check_args(k, name, args or {}, spec.image_size)
+    for k, (name, args) in enumerate(req.given_args()):
+        _check_args(k, name, args, spec.image_size)
 
 
 KIND = Kind("anagram", AnagramJob, {"anagram": frozenset({"classes"})}, check=check)

@@ -75,6 +75,18 @@ def snap(page: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def fill(page: Any, fields: dict[str, str]) -> None:
+    """Types each value into its field's text input."""
+    for name, value in fields.items():
+        page.fill(f"[data-field={name}] input", value)
+
+
+def submit_and_finish(page: Any, client: Any) -> dict[str, Any]:
+    """Sends the form and returns, from the API, the job the page shows ended."""
+    page.click("#submit")
+    return dict(client.get(f"/v1/jobs/{wait_for_end(page)}").json())
+
+
 def wait_for_end(page: Any) -> str:
     """The page's job id once the page shows that the job ended."""
     page.wait_for_function(
@@ -125,9 +137,7 @@ def test_the_page_and_its_modules_are_served_without_a_key(stack):
 def test_a_sample_from_the_form_shows_progress_and_its_images(page, client, api_key, stack, tmp_path):
     enter_key(page, api_key)
     choose(page, "mnist-ddpm", "sample")
-    page.fill("[data-field=class_label] input", "7")
-    page.fill("[data-field=n] input", "2")
-    page.fill("[data-field=seed] input", "3")
+    fill(page, {"class_label": "7", "n": "2", "seed": "3"})
     page.click("#submit")
     page.wait_for_function("() => { const v = document.querySelector('#progress').value; return v > 0 && v < 1; }")
     job_id = wait_for_end(page)
@@ -192,11 +202,8 @@ def test_the_sampler_choices_and_hint_follow_the_model_and_the_job_runs_the_one_
     snap(page, tmp_path, "sampler")
     page.fill("[data-field=steps] input", "10")
     assert page.get_attribute(hint, "data-outside") == "false"
-    page.fill("[data-field=class_label] input", "3")
-    page.fill("[data-field=n] input", "1")
-    page.fill("[data-field=seed] input", "5")
-    page.click("#submit")
-    job = client.get(f"/v1/jobs/{wait_for_end(page)}").json()
+    fill(page, {"class_label": "3", "n": "1", "seed": "5"})
+    job = submit_and_finish(page, client)
     assert job["status"] == "succeeded", job
     shown = gallery_loaded(page)
     assert job["params"]["sampler"] == "dpmpp_2m" and job["params"]["steps"] == 10
@@ -223,9 +230,7 @@ def test_a_drawn_digit_and_mask_are_inpainted(page, client, api_key, tmp_path):
     choose(page, "mnist-ddpm", "inpaint")
     draw(page, "[data-field=image] canvas", [[(0.5, 0.1), (0.5, 0.9)]])  # a "1": the middle column
     draw(page, "[data-field=mask] canvas", [[(0.05, 0.12), (0.95, 0.12)], [(0.05, 0.2), (0.95, 0.2)]])  # top rows
-    page.fill("[data-field=class_label] input", "1")
-    page.fill("[data-field=steps] input", "20")
-    page.fill("[data-field=seed] input", "0")
+    fill(page, {"class_label": "1", "steps": "20", "seed": "0"})
     page.click("#submit")
     job_id = wait_for_end(page)
     shown = gallery_loaded(page)
@@ -277,8 +282,7 @@ def test_a_train_job_draws_its_loss_curve(page, client, api_key, stack, tmp_path
     page.fill("[data-field=name] input", "playground-flow")
     page.fill("[data-field=dataset] input", "mnist-5k")
     page.select_option("[data-field=objective] select", "flow")
-    for name, value in {"epochs": "2", "hidden": "8", "batch_size": "16", "limit": "640", "sample_steps": "2"}.items():
-        page.fill(f"[data-field={name}] input", value)
+    fill(page, {"epochs": "2", "hidden": "8", "batch_size": "16", "limit": "640", "sample_steps": "2"})
     page.click("#submit")
     job_id = wait_for_end(page)
     snap(page, tmp_path, "train")

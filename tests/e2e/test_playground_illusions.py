@@ -3,18 +3,15 @@ anagram with per-view arguments typed as JSON, sent without the `view` shorthand
 
 from typing import Any
 
-from tests.e2e.test_playground import browser, choose, enter_key, gallery_loaded, page, wait_for_end  # noqa: F401
+from tests.e2e.test_playground import browser, choose, enter_key, fill, gallery_loaded, page, submit_and_finish  # noqa: F401
 
 
 def test_a_three_view_anagram_from_the_form_shows_each_view_and_the_animation(page: Any, client: Any, api_key: str):  # noqa: F811
     enter_key(page, api_key)
     choose(page, "mnist-flow", "anagram")
-    page.fill("[data-field=prompts] input", "7, 2, 4")
-    page.fill("[data-field=views] input", "identity, flip, patch_permute")
-    page.fill("[data-field=view_args] input", '[null, null, {"patch_size": 7, "seed": 3}]')
-    page.fill("[data-field=steps] input", "4")
-    page.click("#submit")
-    job = client.get(f"/v1/jobs/{wait_for_end(page)}").json()
+    args = '[null, null, {"patch_size": 7, "seed": 3}]'
+    fill(page, {"prompts": "7, 2, 4", "views": "identity, flip, patch_permute", "view_args": args, "steps": "4"})
+    job = submit_and_finish(page, client)
     assert job["status"] == "succeeded", job
     assert "view" not in job["params"] or job["params"]["views"] == ["identity", "flip", "patch_permute"]
     assert job["params"]["view_args"] == [None, None, {"patch_size": 7, "seed": 3}]
